@@ -1,0 +1,1 @@
+"""Sketch data: readers -> Sketch records -> tf.data (render, augment)."""
