@@ -1,0 +1,77 @@
+"""The one config system: ml_collections ConfigDicts built by configs/*.py.
+
+Experiment files (big_vision style) define `get_config(arg=None)` and build on
+the defaults here; `--config=configs/x.py:smoke` picks a variant and
+`--config.train.epochs=3` overrides a field. Library code takes the ConfigDict
+(or its sub-dicts); only entry points read flags.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import ml_collections
+
+
+def shared_data_dir() -> pathlib.Path | None:
+    """The real-data folder: $SKETCHTF_DATA, else ../shared/data near the project."""
+    env = os.environ.get("SKETCHTF_DATA")
+    if env:
+        return pathlib.Path(env)
+    here = pathlib.Path(__file__).resolve().parent.parent
+    for base in (pathlib.Path.cwd(), here):
+        cand = base.parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def data_path(name: str) -> str:
+    """Path of a folder under the shared data dir ('' when absent, so a config
+    still loads and the pipeline's error names the missing path)."""
+    root = shared_data_dir()
+    return str(root / name) if root is not None else ""
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+    """Defaults for the `data` section (see sketchtf/data/pipeline.py)."""
+    c = ml_collections.ConfigDict(dict(
+        source="synthetic",        # see pipeline.SOURCES
+        path="",                   # file or folder; root/train + root/test used when present
+        classes=(),                # () = all, sorted; else this order
+        limit_per_class=0,         # 0 = no limit
+        recognized_only=False,
+        skip_bad=False,            # count and report bad records instead of failing
+        split_seed=0,
+        test_fraction=0.2,
+        synthetic_per_class=200,
+        synthetic_test_per_class=50,
+        synthetic_seed=0,
+        image_size=128,            # model input
+        render_size=0,             # 0 = image_size; larger = random crop (Sketch-A-Net: 256 -> 225)
+        channels=1,                # 1, or 6 for Sketch-A-Net's stroke-order stack
+        line_width_px=2.5,         # at 128 px, scaled with size (eval and serving)
+        margin=0.06,
+        augment=True,
+        stroke_aug=dict(wobble_sigma_px=1.2, width_px=(3.0, 8.0), rotate_deg=10.0, scale=(0.85, 1.1),
+                        translate=0.06, hflip=0.5, drop_fraction=0.0, drop_order_a=1.0, drop_length_b=1.0),
+        image_aug=dict(morph_p=0.3, flip_p=0.0, rotate_p=0.0, rotate_deg=5.0),
+        num_parallel_calls=0,      # 0 = AUTOTUNE
+    ))
+    c.update(overrides)
+    return c
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config into the workdir (config.json)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    with open(path, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    return path
+
+
+def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return ml_collections.ConfigDict(json.load(f))
