@@ -75,3 +75,42 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
 def load_saved_config(workdir: str) -> ml_collections.ConfigDict:
     with open(os.path.join(workdir, "config.json")) as f:
         return ml_collections.ConfigDict(json.load(f))
+
+
+def experiment(model: str, *, data=None, model_kwargs=None, **train) -> ml_collections.ConfigDict:
+    """A full experiment config: data, model, train, eval, export sections."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.eval_split = "test"
+    c.jit_compile = False
+    c.data = data if data is not None else data_config()
+    c.model = ml_collections.ConfigDict(dict(name=model, weights="", kwargs=dict(model_kwargs or {})))
+    c.train = ml_collections.ConfigDict(dict(
+        epochs=10, batch_size=64, steps_per_epoch=0, optimizer="adam", lr=1e-3, schedule="constant",
+        decay_steps=1000, decay_rate=0.96, warmup_frac=0.0, weight_decay=1e-4, momentum=0.9,
+        clipnorm=0.0, label_smoothing=0.0, backup_every="epoch", verbose=1))
+    c.train.update(train)
+    c.eval = ml_collections.ConfigDict(dict(batch_size=128, every=1, ten_view=False))
+    c.export = ml_collections.ConfigDict(dict(model_name=model, version=1, top_k=3))
+    return c
+
+
+def quickdraw10(**overrides) -> ml_collections.ConfigDict:
+    """Data section for ../shared/data/quickdraw_10class_ndjson (train/ and test/)."""
+    return data_config(**dict(dict(source="quickdraw_ndjson", path=data_path("quickdraw_10class_ndjson")),
+                              **overrides))
+
+
+def smoke(c: ml_collections.ConfigDict, image_size: int = 32) -> ml_collections.ConfigDict:
+    """Shrinks an experiment to seconds on CPU: a few synthetic sketches, one epoch."""
+    c.data.source = "synthetic"
+    c.data.path = ""
+    c.data.synthetic_per_class = 4
+    c.data.synthetic_test_per_class = 2
+    c.data.image_size = image_size
+    c.data.render_size = 0
+    c.train.epochs = 1
+    c.train.batch_size = 16
+    c.eval.batch_size = 32
+    c.train.verbose = 2
+    return c

@@ -17,7 +17,6 @@ augment, stroke_aug, image_aug, classes, limit_per_class, ... .
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Optional
 
@@ -45,10 +44,17 @@ def _get(cfg, key, default=None):
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
-def _hash_in_test(record_id: str, seed: int, fraction: float) -> bool:
-    """Stable per-record split for sources without their own split."""
-    h = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
-    return int.from_bytes(h[:8], "little") / 2.0 ** 64 < fraction
+def _stratified(records, split: str, seed: int, fraction: float) -> list:
+    """The image-folder split rule (image_folder.split_files) applied to record
+    ids, for sources without a split of their own: stratified and stable."""
+    from sketchtf.data.image_folder import split_files
+    by_class: dict = {}
+    for r in records:
+        by_class.setdefault(r.label, []).append(r.id)
+    chosen = set()
+    for parts in split_files(by_class, test_fraction=fraction, seed=seed).values():
+        chosen.update(parts["train" if split == "train" else "test"])
+    return [r for r in records if r.id in chosen]
 
 
 def _split_dir(path: str, split: str) -> Optional[str]:
@@ -81,8 +87,7 @@ def load_records(cfg, split: str, skipped: Optional[SkipCounter] = None) -> list
             f"at local files (see README), or use data.source='synthetic' offline")
 
     def hashed(records):
-        want_test = split != "train"
-        return [r for r in records if _hash_in_test(r.id, seed, test_fraction) == want_test]
+        return _stratified(list(records), split, seed, test_fraction)
 
     if source == "quickdraw_ndjson":
         from sketchtf.data.quickdraw import read_ndjson

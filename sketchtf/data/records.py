@@ -7,6 +7,7 @@ Ink convention (images): float in [0, 1] or uint8, ink = 1 (255) on background
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Optional, Sequence
 
@@ -65,23 +66,36 @@ def validate_strokes(strokes: Sequence[np.ndarray], source: str, where) -> list:
 
 
 class SkipCounter:
-    """Counts records skipped with skip_bad=True, so no drop is silent."""
+    """Counts records skipped with skip_bad=True, so no drop is silent.
+
+    `filtered` counts good records a reader left out on request (e.g.
+    recognized_only -> filtered["unrecognized"]), by reason; they are not
+    errors and do not count in len().
+    """
 
     def __init__(self):
         self.errors: list[SketchDataError] = []
+        self.filtered: collections.Counter = collections.Counter()
 
     def add(self, err: SketchDataError):
         self.errors.append(err)
+
+    def add_filtered(self, reason: str, n: int = 1):
+        self.filtered[reason] += n
 
     def __len__(self):
         return len(self.errors)
 
     def report(self) -> str:
         if not self.errors:
-            return "0 bad records skipped"
-        head = "\n  ".join(str(e) for e in self.errors[:5])
-        more = f"\n  ... and {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
-        return f"{len(self.errors)} bad records skipped:\n  {head}{more}"
+            text = "0 bad records skipped"
+        else:
+            head = "\n  ".join(str(e) for e in self.errors[:5])
+            more = f"\n  ... and {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
+            text = f"{len(self.errors)} bad records skipped:\n  {head}{more}"
+        if self.filtered:
+            text += "\n" + ", ".join(f"{n} left out ({r})" for r, n in sorted(self.filtered.items()))
+        return text
 
 
 def handle_bad(err: SketchDataError, skip_bad: bool, skipped: Optional[SkipCounter]):

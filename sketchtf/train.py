@@ -1,0 +1,31 @@
+"""Train any model of the zoo on any data source.
+
+  python -m sketchtf.train --config=configs/sketchnet_qd10.py --workdir=runs/sketchnet \
+      [--config.train.epochs=3]
+  tensorboard --logdir runs/sketchnet/tb
+
+Rerunning the same command after a crash continues from the last finished epoch.
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+import sketchtf  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (checkpoints, TensorBoard, report).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    from sketchtf import trainer
+    try:
+        result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except trainer.NonFiniteLossError as e:
+        raise SystemExit(f"error: {e}")
+    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  macro-F1 {result['macro_f1']:.4f}")
+    print(f"report: {_WORKDIR.value}/report.md   TensorBoard: tensorboard --logdir {_WORKDIR.value}/tb")
+
+
+if __name__ == "__main__":
+    app.run(main)

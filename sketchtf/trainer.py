@@ -1,0 +1,161 @@
+"""The training loop as a library: config + workdir in, checkpoints, TensorBoard
+logs, metrics.json and report.md out. `sketchtf.train` is its absl front end.
+
+Workdir layout:
+  config.json        the resolved config          classes.json  vocabulary
+  checkpoints/       one tf.train checkpoint per finished epoch (never a NaN one)
+  backup/            BackupAndRestore state: rerunning the same command after a
+                     crash continues from the last finished epoch
+  tb/                TensorBoard (train/, validation/, eval/)
+  history.csv        per-epoch logs (appended across resumes); run_log.txt
+  metrics.json, report.md   final evaluation on the eval split
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from sketchtf import callbacks as cb
+from sketchtf import optim, report
+from sketchtf.config import load_saved_config, save_config
+from sketchtf.data import pipeline
+from sketchtf.keras import keras
+from sketchtf.models import build_model
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def input_shape(config):
+    d = config.data
+    return (int(d.image_size), int(d.image_size), int(d.channels))
+
+
+def make_model(config, num_classes):
+    kwargs = dict(config.model.get("kwargs", {}) or {})
+    return build_model(config.model.name, num_classes=num_classes, input_shape=input_shape(config),
+                       weights=config.model.get("weights", None) or None, **kwargs)
+
+
+def build_data(config, *, with_index=False):
+    """(train_ds, train_info, eval_ds, eval_info) with one shared vocabulary."""
+    seed = int(config.get("seed", 0))
+    bs = int(config.train.batch_size)
+    train_ds, info = pipeline.make_dataset(config.data, "train", batch_size=bs, training=True, seed=seed,
+                                           with_index=with_index)
+    split = config.get("eval_split", "test")
+    eval_ds, einfo = pipeline.make_dataset(config.data, split, batch_size=int(config.eval.get("batch_size", bs)),
+                                           training=False, class_names=info.class_names)
+    return train_ds, info, eval_ds, einfo
+
+
+def compile_model(model, config, steps_per_epoch):
+    model.compile(
+        optimizer=optim.build_optimizer(config.train, steps_per_epoch),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True) if not config.train.get("label_smoothing") else _smoothed_loss(config),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                 keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+        jit_compile=bool(config.get("jit_compile", False)))
+
+
+def _smoothed_loss(config):
+    eps = float(config.train.label_smoothing)
+
+    def loss(y, logits):
+        onehot = tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(logits)[-1])
+        return keras.losses.categorical_crossentropy(onehot, logits, from_logits=True, label_smoothing=eps)
+    return loss
+
+
+def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None):
+    """The callback list shared by plain training and distillation.
+
+    target: the model to checkpoint and evaluate when fit runs on a wrapper."""
+    tb_dir = os.path.join(workdir, "tb")
+    guard = cb.NanGuard()
+    ckpt = cb.SafeCheckpoint(os.path.join(workdir, "checkpoints"), guard, target=target)
+    evaluator = cb.EvalCallback(eval_ds, class_names, tb_dir, every=int(config.eval.get("every", 1)),
+                                samples=samples, target=target)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
+                                              save_freq=config.train.get("backup_every", "epoch"))
+    callbacks = [cb.RunLog(workdir), guard, evaluator, cb.LearningRateLogger(), ckpt, backup,
+                 keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0),
+                 keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True)]
+    return callbacks, guard, ckpt, evaluator
+
+
+def _samples(train_ds, n=16):
+    x, y = next(iter(train_ds.take(1)))[:2]
+    return x.numpy()[:n], y.numpy()[:n]
+
+
+def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, title, fit_model=None, extra=None):
+    """Runs fit with the standard callbacks, then writes metrics.json/report.md.
+
+    fit_model: the model to fit if not `model` itself (e.g. a Distiller whose
+    student is `model`); checkpoints and evaluation always track `model`.
+    """
+    fit_model = fit_model or model
+    epochs = int(config.train.epochs)
+    steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
+    callbacks, guard, ckpt, _ = standard_callbacks(config, workdir, eval_ds, info.class_names,
+                                                   _samples(train_ds), target=model)
+    t0 = time.time()
+    fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                  verbose=int(config.train.get("verbose", 1)))
+    wall = time.time() - t0
+    if guard.hit_nan:
+        path = ckpt.restore_last_good()
+        raise NonFiniteLossError(f"training stopped on a non-finite loss; last good checkpoint: {path}")
+    result, loss = cb.predict_scores(model, eval_ds, info.class_names)
+    run = dict(model=config.model.name, params=int(model.count_params()), epochs=epochs,
+               steps_per_epoch=steps, batch_size=int(config.train.batch_size),
+               image_size=int(config.data.image_size), train_examples=info.num_examples,
+               eval_examples=einfo.num_examples, eval_loss=round(loss, 4), fit_wall_s=round(wall, 1),
+               skipped_train=info.skipped, command=" ".join(sys.argv))
+    run.update(extra or {})
+    report.write_report(workdir, result, title=title, extra=run)
+    return result
+
+
+def train_and_evaluate(config, workdir):
+    """Trains config.model on config.data; returns the final metrics dict."""
+    os.makedirs(workdir, exist_ok=True)
+    save_config(config, workdir)
+    keras.utils.set_random_seed(int(config.get("seed", 0)))
+    train_ds, info, eval_ds, einfo = build_data(config)
+    with open(os.path.join(workdir, "classes.json"), "w") as f:
+        json.dump(info.class_names, f)
+    model = make_model(config, len(info.class_names))
+    steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
+    compile_model(model, config, steps)
+    model.summary(print_fn=lambda s: None)
+    return fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo,
+                          title=f"{config.model.name} on {config.data.source}")
+
+
+def load_trained_model(workdir):
+    """Rebuilds the model from workdir/config.json and restores its last checkpoint.
+
+    Returns (model, config, class_names)."""
+    config = load_saved_config(workdir)
+    with open(os.path.join(workdir, "classes.json")) as f:
+        class_names = json.load(f)
+    model = make_model(config, len(class_names))
+    ckdir = os.path.join(workdir, "checkpoints")
+    path = tf.train.latest_checkpoint(ckdir)
+    if not path:
+        raise FileNotFoundError(f"no checkpoint in {ckdir}: train first (python -m sketchtf.train ...)")
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    return model, config, class_names
+
+
+def count_params(model) -> int:
+    return int(np.sum([np.prod(w.shape) for w in model.weights]))
