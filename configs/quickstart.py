@@ -1,22 +1,19 @@
-"""The main offline job: the synthetic sketch set (no files, no network).
+"""The main offline job: SketchNet on the synthetic sketch set (no files, no network).
 
   python -m sketchtf.quickstart --workdir=runs/quickstart
-  python -m sketchtf.quickstart --config=configs/quickstart.py:smoke ...
+  python -m sketchtf.quickstart --config=configs/quickstart.py:smoke --workdir=/tmp/qs
 """
-import ml_collections
-
-from sketchtf.config import data_config
+from sketchtf.config import data_config, experiment, smoke
 
 
 def get_config(arg=None):
-    c = ml_collections.ConfigDict()
-    c.data = data_config(source="synthetic", image_size=64, synthetic_per_class=150,
-                         synthetic_test_per_class=40)
-    c.batch_size = 32
-    c.seed = 0
+    c = experiment("sketchnet", data=data_config(source="synthetic", image_size=64, synthetic_per_class=150,
+                                                 synthetic_test_per_class=40),
+                   epochs=6, batch_size=32, optimizer="adamw", lr=3e-3, schedule="onecycle", warmup_frac=0.3,
+                   verbose=2)
     c.preview_count = 48
+    c.export.model_name = "sketchnet_synthetic"
     if arg == "smoke":
-        c.data.synthetic_per_class = 8
-        c.data.synthetic_test_per_class = 4
+        smoke(c)
         c.preview_count = 16
     return c

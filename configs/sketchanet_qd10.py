@@ -22,6 +22,6 @@ def get_config(arg=None):
     if "128" in args:
         c.data.image_size, c.data.render_size = 128, 144
     if "smoke" in args:
-        smoke(c, image_size=64)
-        c.data.render_size = 72
+        smoke(c, image_size=88)  # Sketch-A-Net needs >= 81 px
+        c.data.render_size = 96
     return c

@@ -1,48 +1,58 @@
-"""The main job on the offline default data: build the pipeline, preview it.
+"""The main job on the offline default data: preview, train, evaluate, export.
 
   python -m sketchtf.quickstart --workdir=runs/quickstart
 
-Writes samples.png (rendered, augmented training sketches with labels) and
-data.json (classes, sizes, throughput) into the workdir.
+1. builds the pipeline and writes samples.png (rendered, augmented sketches);
+2. trains the config's model with the standard loop (TensorBoard, checkpoints,
+   resume, metrics.json, report.md);
+3. exports a TF Serving SavedModel to <workdir>/export/<model_name>/<version>.
 """
-import json
 import os
-import time
 
 from absl import app, flags
 from ml_collections import config_flags
 
 import sketchtf  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
-from sketchtf.config import save_config
-from sketchtf.data import pipeline
-from sketchtf.report import image_grid, save_png
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where outputs go.")
 
 
-def main(argv):
-    del argv
-    cfg, workdir = _CONFIG.value, _WORKDIR.value
-    os.makedirs(workdir, exist_ok=True)
-    save_config(cfg, workdir)
-    ds, info = pipeline.make_dataset(cfg.data, "train", batch_size=cfg.batch_size, training=True, seed=cfg.seed)
-    t0 = time.perf_counter()
-    images, labels, seen = [], [], 0
-    for x, y in ds.take(max(1, -(-cfg.preview_count // cfg.batch_size))):
+def write_preview(cfg, workdir):
+    import numpy as np
+    from sketchtf.data import pipeline
+    from sketchtf.report import image_grid, save_png
+    ds, info = pipeline.make_dataset(cfg.data, "train", batch_size=cfg.train.batch_size, training=True,
+                                     seed=cfg.seed)
+    images, labels = [], []
+    for x, y in ds.take(max(1, -(-cfg.preview_count // cfg.train.batch_size))):
         images.append(x.numpy())
         labels.extend(info.class_names[i] for i in y.numpy())
-        seen += len(y)
-    rate = seen / (time.perf_counter() - t0)
-    import numpy as np
     grid = image_grid(np.concatenate(images)[:cfg.preview_count, ..., :1], 8, labels=labels[:cfg.preview_count])
-    png = save_png(os.path.join(workdir, "samples.png"), grid)
-    summary = dict(classes=info.class_names, train_examples=info.num_examples, skipped=info.skipped,
-                   image_size=cfg.data.image_size, sketches_per_s_first_batches=round(rate, 1))
-    with open(os.path.join(workdir, "data.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    print(f"{info.num_examples} training sketches, {len(info.class_names)} classes; {info.skipped}")
-    print(f"samples grid: {png}")
+    return save_png(os.path.join(workdir, "samples.png"), grid)
+
+
+def main(argv):
+    del argv
+    from sketchtf import export, trainer
+    cfg, workdir = _CONFIG.value, _WORKDIR.value
+    os.makedirs(workdir, exist_ok=True)
+    png = write_preview(cfg, workdir)
+    result = trainer.train_and_evaluate(cfg, workdir)
+    model, config, class_names = trainer.load_trained_model(workdir)
+    base = os.path.join(workdir, "export")
+    version = 1 + max([int(v) for v in _listdir(os.path.join(base, cfg.export.model_name)) if v.isdigit()] or [0])
+    path = export.export_saved_model(model, class_names, config.data, base, cfg.export.model_name,
+                                     version=version, top_k=cfg.export.top_k)
+    print(f"\ntest top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  macro-F1 {result['macro_f1']:.4f}")
+    print(f"samples:      {png}")
+    print(f"report:       {os.path.join(workdir, 'report.md')}")
+    print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tb')}")
+    print(f"SavedModel:   {path}")
+
+
+def _listdir(path):
+    return os.listdir(path) if os.path.isdir(path) else []
 
 
 if __name__ == "__main__":

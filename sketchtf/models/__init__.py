@@ -1,0 +1,11 @@
+"""Model zoo: functional tf_keras models built by registry name.
+
+    model = build_model("sketchnet", num_classes=10, input_shape=(128, 128, 1))
+
+Every model takes float32 [B, H, W, C] images in [0, 1] (ink = 1) and returns
+logits [B, num_classes]; see `registry` for the contract and each family module
+for its architecture and weight options.
+"""
+from sketchtf.models.registry import available_models, build_model, register
+
+__all__ = ["available_models", "build_model", "register"]

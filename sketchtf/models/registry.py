@@ -1,0 +1,66 @@
+"""Model registry: every model of the zoo is built by name from a config.
+
+Contract shared by all builders (so training, distillation and export can treat
+models alike):
+- input: float32 images [B, H, W, C] in [0, 1], ink = 1 on background 0 (the
+  renderer's convention); each model maps that range to what its stem expects
+  inside the graph, so every model takes the same input;
+- output: LOGITS [B, num_classes] (no softmax), so temperature / distillation can
+  use them; losses use `from_logits=True`;
+- functional tf_keras `Model` named after the registry name (TFMOT needs
+  functional models);
+- `weights=None` (default, random init) or "imagenet" for the families that have
+  ImageNet checkpoints; a path is accepted as documented by each builder.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from sketchtf.keras import keras
+
+_BUILDERS: Dict[str, Callable[..., keras.Model]] = {}
+
+
+def register(name: str):
+    """Decorator: registers `fn(*, num_classes, input_shape, weights, **kw)`."""
+
+    def deco(fn):
+        if name in _BUILDERS:
+            raise ValueError(f"model {name!r} is already registered (by {_BUILDERS[name].__module__})")
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def available_models() -> list:
+    """Sorted names accepted by `build_model`."""
+    _load_families()
+    return sorted(_BUILDERS)
+
+
+def _load_families():
+    # Importing the family modules runs their @register decorators; done lazily so
+    # `registry` itself has no import cycle with them.
+    from sketchtf.models import applications, mobilenetv2, sketchanet, sketchnet  # noqa: F401
+
+
+def _check_input_shape(input_shape) -> tuple:
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_shape must be (height, width, channels) integers, got {input_shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (height, width, channels) with positive sizes, got {input_shape!r}")
+    return shape
+
+
+def build_model(name: str, *, num_classes: int, input_shape, weights=None, **kwargs) -> keras.Model:
+    """Builds the registered model `name`; extra kwargs go to its builder."""
+    _load_families()
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    shape = _check_input_shape(input_shape)
+    return _BUILDERS[name](num_classes=num_classes, input_shape=shape, weights=weights, **kwargs)

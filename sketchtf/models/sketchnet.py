@@ -1,0 +1,58 @@
+"""SketchNet4PoolBottleneck (seed D): a small CNN with a 1x1 bottleneck head.
+
+    block k (k = 1..4, filters 32, 64, 128, 256): conv 3x3 SAME (no bias) + BN + ReLU,
+                                                  maxpool 2x2          128 -> 8 px
+    bottleneck: conv 1x1 256 -> 64 (no bias) + BN + ReLU, keeps the 8x8 grid
+    flatten (8*8*64 = 4096), Dense 128 + ReLU, dropout 0.3, Dense classes (logits)
+
+Parameter arithmetic at 128 px, 25 classes (Keras counts BN's moving mean and
+variance too; PyTorch-style "trainable" leaves them out):
+    convs     9*(1*32 + 32*64 + 64*128 + 128*256)     =   387,360
+    BN        4*(32 + 64 + 128 + 256)                 =     1,920
+    bottleneck 256*64 + 4*64                          =    16,640
+    Dense 128 4096*128 + 128                          =   524,416
+    Dense 25  128*25 + 25                             =     3,225
+    total                                               933,561 (trainable 932,473)
+which is seed D's "933K". Two convs per block would give ~1.7M, so the block is
+a single conv. BN after every conv is what lets seed D fuse conv-BN-ReLU for
+INT8. Other input sizes work (side divisible by 16 keeps every pool exact); the
+flatten size, and the first Dense, scale with (side/16)^2.
+The [0, 1] input is used as is (trained from scratch).
+"""
+from __future__ import annotations
+
+from sketchtf.keras import keras
+from sketchtf.models.applications import check_weights_arg
+from sketchtf.models.registry import register
+
+
+@register("sketchnet")
+def sketchnet(*, num_classes, input_shape, weights=None, filters=(32, 64, 128, 256),
+              bottleneck=64, dense=128, dropout=0.3, name="sketchnet"):
+    """Builds SketchNet; weights: None or a path saved by `model.save_weights`."""
+    if weights == "imagenet":
+        raise ValueError(f"{name}: there are no ImageNet weights for SketchNet; use weights=None")
+    check_weights_arg(weights, name)
+    h, w, _ = input_shape
+    scale = 2 ** len(filters)
+    if h < scale or w < scale:
+        raise ValueError(f"{name}: input {h}x{w} is too small for {len(filters)} 2x2 pools "
+                         f"(needs at least {scale}x{scale}; 128x128 is the reference size)")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for k, f in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{k}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"block{k}_bn")(x)
+        x = keras.layers.ReLU(name=f"block{k}_relu")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{k}_pool")(x)
+    x = keras.layers.Conv2D(bottleneck, 1, use_bias=False, name="bottleneck_conv")(x)
+    x = keras.layers.BatchNormalization(name="bottleneck_bn")(x)
+    x = keras.layers.ReLU(name="bottleneck_relu")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(dense, activation="relu", name="fc")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        model.load_weights(weights)
+    return model
