@@ -10,7 +10,7 @@ from sketchtf.config import experiment, quickdraw10, smoke
 
 def get_config(arg=None):
     args = set((arg or "").split(","))
-    data = quickdraw10(image_size=225, render_size=256, line_width_px=2.5,
+    data = quickdraw10(image_size=225, render_size=256,
                        image_aug=dict(morph_p=0.0, flip_p=0.55, rotate_p=0.55, rotate_deg=5.0),
                        stroke_aug=dict(wobble_sigma_px=1.2, width_px=(3.0, 8.0), rotate_deg=0.0, scale=(1.0, 1.0),
                                        translate=0.0, hflip=0.0))

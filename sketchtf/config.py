@@ -51,7 +51,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
         image_size=128,            # model input
         render_size=0,             # 0 = image_size; larger = random crop (Sketch-A-Net: 256 -> 225)
         channels=1,                # 1, or 6 for Sketch-A-Net's stroke-order stack
-        line_width_px=2.5,         # at 128 px, scaled with size (eval and serving)
+        line_width_px=4.0,         # at 128 px, scaled with size (eval and serving; inside stroke_aug.width_px)
         margin=0.06,
         augment=True,
         stroke_aug=dict(wobble_sigma_px=1.2, width_px=(3.0, 8.0), rotate_deg=10.0, scale=(0.85, 1.1),

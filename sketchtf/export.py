@@ -36,7 +36,7 @@ class ServingModule(tf.Module):
         self.render_size = int(data_cfg.get("render_size", 0) or self.size)
         self.channels = int(data_cfg.get("channels", 1))
         self.margin = float(data_cfg.get("margin", 0.06))
-        self.width = float(data_cfg.get("line_width_px", 2.5)) * self.render_size / 128.0
+        self.width = float(data_cfg.get("line_width_px", 4.0)) * self.render_size / 128.0
 
     def _outputs(self, images):
         probs = tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32), axis=-1)

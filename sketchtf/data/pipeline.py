@@ -177,7 +177,7 @@ def make_dataset(cfg, split: str, *, batch_size: int, training: bool, seed: int 
     if kind == "images" and channels != 1:
         raise ValueError("the 6-channel stroke-order stack needs stroke records, not images")
     margin = float(_get(cfg, "margin", 0.06))
-    width = float(_get(cfg, "line_width_px", 2.5)) * render_size / 128.0
+    width = float(_get(cfg, "line_width_px", 4.0)) * render_size / 128.0
     do_aug = training and bool(_get(cfg, "augment", True))
     stroke_cfg = dict(_get(cfg, "stroke_aug", None) or {})
     image_cfg = dict(_get(cfg, "image_aug", None) or {})

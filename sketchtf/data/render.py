@@ -127,7 +127,7 @@ def render(points, stroke_ids, lengths, *, size: int, line_width=None, channels:
     """Draws unit-canvas strokes onto [B, size, size, channels] float32 images.
 
     line_width: pixels at this size, a scalar or [B] (augmentation varies it per
-    sketch); default 2.5 px at 128 px, scaled with size. Edges are anti-aliased
+    sketch); default 4 px at 128 px (the middle of the augmentation range), scaled with size. Edges are anti-aliased
     by coverage of a one-pixel box filter: ink = clip(w/2 + 0.5 - distance, 0, 1).
     """
     if channels not in (1, 6):
@@ -136,7 +136,7 @@ def render(points, stroke_ids, lengths, *, size: int, line_width=None, channels:
     stroke_ids = tf.convert_to_tensor(stroke_ids, tf.int32)
     lengths = tf.convert_to_tensor(lengths, tf.int32)
     if line_width is None:
-        line_width = 2.5 * size / 128.0
+        line_width = 4.0 * size / 128.0
     width = tf.reshape(tf.cast(line_width, tf.float32), [-1, 1, 1, 1])
     a, b, valid = _segments(points * size, stroke_ids, lengths)
     if channels == 1:

@@ -36,7 +36,7 @@ import numpy as np
 
 from sketchtf.keras import keras
 from sketchtf.models.applications import check_weights_arg, fetch_failed
-from sketchtf.models.registry import register
+from sketchtf.models.registry import BN_MOMENTUM, register
 
 # (expansion t, output channels c, repeats n, first stride s): MobileNetV2 Table 2.
 INVERTED_RESIDUAL_SETTING = (
@@ -88,8 +88,9 @@ def make_divisible(v, divisor=8, min_value=None):
 
 
 def _bn(name):
-    # Keras' MobileNetV2 BN settings, so ImageNet statistics mean the same thing.
-    return keras.layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=name)
+    # Keras' epsilon, so ImageNet statistics mean the same thing; momentum 0.9,
+    # not Keras' 0.999, because see registry.BN_MOMENTUM.
+    return keras.layers.BatchNormalization(epsilon=1e-3, momentum=BN_MOMENTUM, name=name)
 
 
 def _inverted_residual(x, index, expansion, out_channels, stride):

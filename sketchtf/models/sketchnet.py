@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from sketchtf.keras import keras
 from sketchtf.models.applications import check_weights_arg
-from sketchtf.models.registry import register
+from sketchtf.models.registry import BN_MOMENTUM, register
 
 
 @register("sketchnet")
@@ -42,11 +42,11 @@ def sketchnet(*, num_classes, input_shape, weights=None, filters=(32, 64, 128, 2
     x = inputs
     for k, f in enumerate(filters, start=1):
         x = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"block{k}_conv")(x)
-        x = keras.layers.BatchNormalization(name=f"block{k}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"block{k}_bn")(x)
         x = keras.layers.ReLU(name=f"block{k}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{k}_pool")(x)
     x = keras.layers.Conv2D(bottleneck, 1, use_bias=False, name="bottleneck_conv")(x)
-    x = keras.layers.BatchNormalization(name="bottleneck_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="bottleneck_bn")(x)
     x = keras.layers.ReLU(name="bottleneck_relu")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(dense, activation="relu", name="fc")(x)
