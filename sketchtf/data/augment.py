@@ -2,7 +2,8 @@
 
 Stroke space (one sketch, unit-canvas points from render.normalize):
   wobble    cumulative Gaussian offset perpendicular to the stroke, a random
-            walk along each stroke (seed D: sigma 1.2 px at 128 px);
+            walk along each stroke in arc length (seed D: sigma 1.2 px at
+            128 px, reached after 10 px of stroke);
   width     random line width, 3-8 px at 128 px, scaled with the canvas;
   affine    small rotation / scale / translation about the canvas centre;
   hflip     horizontal mirror;
@@ -58,6 +59,12 @@ def _stroke_start_index(stroke_ids, n):
     return tf.gather(firsts, stroke_ids)
 
 
+# The walk's variance grows with arc length, not point count: sigma is the
+# offset std after WOBBLE_REF_PX of stroke (at 128 px). Per-point steps would
+# shred densely sampled strokes (raw Quick Draw, flattened TU-Berlin Beziers).
+WOBBLE_REF_PX = 10.0
+
+
 def wobble(points, stroke_ids, seed, sigma):
     """Cumulative Gaussian offset along each stroke's normal (unit-canvas sigma)."""
     n = tf.shape(points)[0]
@@ -70,7 +77,9 @@ def wobble(points, stroke_ids, seed, sigma):
     tangent = fwd - bwd
     norm = tf.norm(tangent, axis=-1, keepdims=True)
     normal = tf.where(norm > 0, tf.stack([-tangent[:, 1], tangent[:, 0]], -1) / tf.maximum(norm, 1e-9), 0.0)
-    steps = tf.random.stateless_normal([n], seed, stddev=sigma)
+    seg = tf.norm(points - bwd, axis=-1)  # 0 at each stroke's first point
+    std = sigma * tf.sqrt(seg / (WOBBLE_REF_PX / 128.0))
+    steps = tf.random.stateless_normal([n], seed) * std
     walk = tf.cumsum(steps)
     start = _stroke_start_index(stroke_ids, n)
     # Restart the walk at each stroke: subtract the walk just before its start.
