@@ -78,7 +78,9 @@ def load_examples(data_root, *, quickdraw: Sequence[str] = QUICKDRAW_CLASSES,
         out.sort(key=lambda e: list(quickdraw).index(e.sketch.label))
     if raw:
         path = _need(os.path.join(root, "quickdraw_raw_ndjson", f"{raw}.ndjson"))
-        rec = next(read_ndjson(path, recognized_only=True, limit_per_class=1, with_times=True))
+        rec = next(read_ndjson(path, recognized_only=True, limit_per_class=1, with_times=True), None)
+        if rec is None:
+            raise ValueError(f"{path}: no recognized drawing to show")
         out.append(Example(f"raw {raw}", path, rec))
     if tuberlin:
         folder = _need(os.path.join(root, "tu_berlin_svg_sample"))
