@@ -33,7 +33,7 @@ def build_ops(src_root: str, out_path: str, verbose: bool = True) -> bool:
     for src in sources:
         extra = next((f for suffix, f in ISA_FLAGS.items() if src.endswith(suffix)), [])
         obj = os.path.join(tmp, os.path.basename(src)[:-3] + ".o")
-        cmd = [cxx, "-c", src, "-o", obj, "-fPIC", "-O3", "-Wall",
+        cmd = [cxx, "-c", src, "-o", obj, "-fPIC", "-O3", "-Wall", "-Wno-deprecated-declarations",
                "-I" + os.path.join(src_root, "ops")] + cflags + extra
         if verbose:
             print(" ".join(cmd), file=sys.stderr)

@@ -1,0 +1,202 @@
+"""XNOR and binary-weight convolutions vs fp32 tf.nn.conv2d, side by side.
+
+Sketch-A-Net's binary layers at 225 px input (SEEDS.md section C):
+  L2  5x5,  64->128 on 35x35 VALID -> 31x31
+  L3  3x3, 128->256 on 15x15 SAME
+  L4  3x3, 256->256 on 15x15 SAME (L5 has the same shape)
+at batch 1 and 32. Every variant computes conv + bias + ReLU (fp32 through
+grappler's fused conv): fp32 tf.nn.conv2d; XnorConv2D on pre-packed input
+("xnor") and with BitpackChannels of the float input in the same call
+("xnor+pack"); BinaryWeightConv2D on the float input ("bw"). Variants are
+timed in turn within every repeat (so load from other processes hits all of
+them alike); each figure is the median over repeats after warm-up, timed as
+n iterations of a tf.while_loop inside one tf.function (no Python dispatch).
+
+Prints a table, then ONE JSON line of headline ratios (fp32 time / op time,
+summed over L2..L5) with the targets and the measured popcount roofline.
+
+    python benchmarks/xnor_conv.py [--repeats 9] [--batches 1,32] [--threads 0]
+    python benchmarks/xnor_conv.py --threads 1 --clock cpu   # per core, load-independent
+
+Whole-model latency is measured elsewhere; `measure_layers` returns the
+per-layer rows for reuse.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+import sketchtf  # noqa: F401  (environment before TensorFlow loads)
+import tensorflow as tf
+from sketchtf.ops import xnor
+
+# name: (input size, in channels, out channels, kernel, padding)
+LAYERS = {
+    "L2": (35, 64, 128, 5, "VALID"),
+    "L3": (15, 128, 256, 3, "SAME"),
+    "L4": (15, 256, 256, 3, "SAME"),
+    "L5": (15, 256, 256, 3, "SAME"),
+}
+VARIANTS = ("fp32", "xnor", "xnor+pack", "bw")
+TARGETS = {"xnor_vs_fp32_b32": 10.0, "xnor_vs_fp32_b1": 6.0, "bw_vs_fp32": 1.0}
+
+
+def _layer_fns(hw, cin, cout, k, padding, batch, seed):
+    """Inputs and one tf.function per variant for one layer shape."""
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.standard_normal((batch, hw, hw, cin)), tf.float32)
+    w = tf.constant(rng.standard_normal((k, k, cin, cout)) * 0.05, tf.float32)
+    bias = tf.constant(rng.standard_normal(cout) * 0.1, tf.float32)
+    alpha = tf.reduce_mean(tf.abs(w), axis=[0, 1, 2])
+    w_packed = xnor.pack_filter(w)
+    x_packed = xnor.bitpack_channels(x)
+
+    ops = {
+        "fp32": (lambda x: tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, 1, padding), bias)), x),
+        "xnor": (lambda xp: xnor.xnor_conv2d(xp, w_packed, alpha, bias, cin, 1, padding,
+                                             fused_relu=True), x_packed),
+        "xnor+pack": (lambda x: xnor.xnor_conv2d(xnor.bitpack_channels(x), w_packed, alpha, bias,
+                                                 cin, 1, padding, fused_relu=True), x),
+        "bw": (lambda x: xnor.binary_weight_conv2d(x, w_packed, alpha, bias, 1, padding,
+                                                   fused_relu=True), x),
+    }
+    # The ops must compute what they claim before their speed means anything.
+    sign = lambda t: tf.where(t >= 0, 1.0, -1.0)  # noqa: E731
+    ref_xnor = tf.nn.relu(tf.nn.conv2d(sign(x), sign(w), 1, padding) * alpha + bias)
+    ref_bw = tf.nn.relu(tf.nn.conv2d(x, sign(w), 1, padding) * alpha + bias)
+    np.testing.assert_allclose(ops["xnor"][0](x_packed), ref_xnor, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ops["xnor+pack"][0](x), ref_xnor, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ops["bw"][0](x), ref_bw, rtol=1e-4, atol=1e-3)
+    return {v: (_looped(op), arg) for v, (op, arg) in ops.items()}
+    return fns
+
+
+def _looped(op):
+    """tf.function running `op(arg)` n times in one graph (a while loop), so
+    that Python's per-call dispatch (0.1-0.5 ms here) is not what is timed: a
+    served model runs these ops inside one graph too."""
+    @tf.function
+    def run(arg, n):
+        def body(i, s):
+            y = op(arg)
+            return i + 1, s + tf.cast(tf.reshape(y, [-1])[0], tf.float32)
+
+        return tf.while_loop(lambda i, s: i < n, body, (tf.constant(0), tf.constant(0.0)),
+                             parallel_iterations=1)[1]
+
+    return run
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = CLOCKS["wall"]
+
+
+def _time_calls(run, arg, n):
+    t0 = _clock()
+    run(arg, tf.constant(n)).numpy()
+    return (_clock() - t0) / n
+
+
+def measure_layers(batches=(1, 32), repeats=9, warmup=2, min_sample_s=0.02, layers=None):
+    """Per-layer timings: a list of dicts with layer, batch, seconds per call of
+    each variant (median over `repeats`), ratios to fp32, and XNOR word rates."""
+    rows = []
+    for name, (hw, cin, cout, k, padding) in LAYERS.items():
+        if layers and name not in layers:
+            continue
+        for batch in batches:
+            fns = _layer_fns(hw, cin, cout, k, padding, batch, seed=int(name[1:]) * 100 + batch)
+            calls = {}
+            for v, (fn, arg) in fns.items():
+                for _ in range(warmup):
+                    _time_calls(fn, arg, 2)
+                one = _time_calls(fn, arg, 4)
+                calls[v] = max(1, int(min_sample_s / max(one, 1e-6)))
+            samples = {v: [] for v in fns}
+            for _ in range(repeats):
+                for v, (fn, arg) in fns.items():
+                    samples[v].append(_time_calls(fn, arg, calls[v]))
+            sec = {v: float(np.median(s)) for v, s in samples.items()}
+            out_hw = hw - k + 1 if padding == "VALID" else hw
+            word_pairs = batch * out_hw * out_hw * cout * k * k * -(-cin // 64)
+            rows.append({
+                "layer": name, "batch": batch,
+                "shape": f"{k}x{k} {cin}->{cout} on {hw}x{hw} {padding}",
+                "seconds": sec,
+                "vs_fp32": {v: sec["fp32"] / sec[v] for v in VARIANTS if v != "fp32"},
+                "xnor_gwords_s": word_pairs / sec["xnor"] / 1e9,
+                "fp32_gmacs_s": batch * out_hw * out_hw * cout * k * k * cin / sec["fp32"] / 1e9,
+            })
+    return rows
+
+
+def summarize(rows, roofline_all):
+    """Headline ratios over the whole L2..L5 stack (sums of per-layer times)."""
+    out = {}
+    for batch in sorted({r["batch"] for r in rows}):
+        sel = [r for r in rows if r["batch"] == batch]
+        tot = {v: sum(r["seconds"][v] for r in sel) for v in VARIANTS}
+        out[f"xnor_vs_fp32_b{batch}"] = round(tot["fp32"] / tot["xnor"], 2)
+        out[f"xnor_incl_pack_vs_fp32_b{batch}"] = round(tot["fp32"] / tot["xnor+pack"], 2)
+        out[f"bw_vs_fp32_b{batch}"] = round(tot["fp32"] / tot["bw"], 2)
+        out[f"xnor_min_layer_vs_fp32_b{batch}"] = round(min(r["vs_fp32"]["xnor"] for r in sel), 2)
+    best = max(rows, key=lambda r: r["xnor_gwords_s"])
+    out["xnor_best_gwords_s"] = round(best["xnor_gwords_s"], 2)
+    out["popcount_roofline_gwords_s"] = round(roofline_all / 1e9, 2)
+    out["xnor_of_roofline"] = round(best["xnor_gwords_s"] * 1e9 / roofline_all, 2)
+    out["targets"] = TARGETS
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--layers", default="", help="comma list, e.g. L2,L4 (default all)")
+    ap.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                    help="cpu = process CPU time: with --threads 1 it ignores time the OS gives "
+                         "to other processes (a per-core figure on a shared machine)")
+    args = ap.parse_args(argv)
+    global _clock
+    _clock = CLOCKS[args.clock]
+    tf.get_logger().setLevel("ERROR")  # one tf.function per variant: retracing notices are noise
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    batches = tuple(int(b) for b in args.batches.split(","))
+    layers = [s for s in args.layers.split(",") if s]
+
+    path = xnor.available_paths()[-1]
+    roof_paths = {p: xnor.popcount_roofline(p) for p in xnor.available_paths()}
+    rows = measure_layers(batches, args.repeats, layers=layers)
+    threads = args.threads or f"TF default ({os.cpu_count()} cores)"
+
+    print(f"kernel path: {path} (cpu: {', '.join(xnor.cpu_features())}); TF intra-op threads: "
+          f"{threads}; {args.clock} clock, median of {args.repeats} repeats")
+    hdr = (f"{'layer':5} {'batch':>5} {'fp32 ms':>9} {'xnor ms':>9} {'+pack ms':>9} {'bw ms':>9}"
+           f" {'xnor x':>7} {'+pack x':>7} {'bw x':>6} {'fp32 GMAC/s':>11} {'xnor Gword/s':>12}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        s, v = r["seconds"], r["vs_fp32"]
+        print(f"{r['layer']:5} {r['batch']:5d} {s['fp32']*1e3:9.3f} {s['xnor']*1e3:9.3f}"
+              f" {s['xnor+pack']*1e3:9.3f} {s['bw']*1e3:9.3f} {v['xnor']:7.1f}"
+              f" {v['xnor+pack']:7.1f} {v['bw']:6.2f} {r['fp32_gmacs_s']:11.1f}"
+              f" {r['xnor_gwords_s']:12.2f}")
+    for p, (one, allt) in roof_paths.items():
+        print(f"popcount roofline ({p}): {one/1e9:.2f} Gword/s one thread, "
+              f"{allt/1e9:.2f} Gword/s all threads")
+    summary = summarize(rows, roof_paths[path][1])
+    summary["path"] = path
+    summary["threads"] = threads
+    summary["clock"] = args.clock
+    summary["loadavg_1min"] = round(os.getloadavg()[0], 2)  # other processes on the machine
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+// AVX-512 kernels (compiled with -mavx512f -mavx512bw -mavx512vpopcntdq; used
+// only where the CPU reports all three and the OS saves zmm state, see
+// cpu_features.cc). VPOPCNTQ counts 8 words per instruction, so a chunk costs
+// xor + popcount + add for each (pixel, filter) pair.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "xnor_kernels.h"
+
+namespace sketchtf {
+namespace {
+
+constexpr int kChunkWords = 8;  // one __m512i
+
+void Avx512Bitpack(const float* x, int64_t rows, int64_t c, uint64_t* out) {
+  const int64_t words = CeilDiv(c, 64);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * c;
+    uint64_t* dst = out + r * words;
+    for (int64_t w = 0; w < words; ++w) {
+      const float* s = src + 64 * w;
+      const int64_t n = (c - 64 * w < 64) ? c - 64 * w : 64;
+      uint64_t bits = 0;
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        // NGE_UQ: true for x < 0 and for NaN, matching !(x >= 0).
+        const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + i), zero, _CMP_NGE_UQ);
+        bits |= static_cast<uint64_t>(m) << i;
+      }
+      for (; i < n; ++i) bits |= static_cast<uint64_t>(!(s[i] >= 0.0f)) << i;
+      dst[w] = bits;
+    }
+  }
+}
+
+int64_t Avx512FilterWords(int64_t out_channels, int64_t kp) { return out_channels * kp; }
+
+void Avx512PrepareFilter(const uint64_t* w, int64_t out_channels, int64_t k, int64_t kp,
+                         uint64_t* out) {
+  for (int64_t o = 0; o < out_channels; ++o) {
+    std::memcpy(out + o * kp, w + o * k, k * sizeof(uint64_t));
+    std::memset(out + o * kp + k, 0, (kp - k) * sizeof(uint64_t));
+  }
+}
+
+int64_t Avx512ScratchWords(int64_t, int64_t) { return 0; }
+
+// 4 pixels x 4 filters: 16 accumulators + 4 pixel vectors of the 32 zmm.
+template <int P, int Q>
+inline __attribute__((always_inline)) void Avx512Block(const uint64_t* x, const uint64_t* w,
+                                                       int64_t kp, int32_t* pc, int64_t ldpc) {
+  __m512i acc[P][Q];
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < Q; ++q) acc[p][q] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < kp; k += kChunkWords) {
+    __m512i xv[P];
+    for (int p = 0; p < P; ++p) xv[p] = _mm512_loadu_si512(x + p * kp + k);
+    for (int q = 0; q < Q; ++q) {
+      const __m512i wv = _mm512_loadu_si512(w + q * kp + k);
+      for (int p = 0; p < P; ++p)
+        acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(xv[p], wv)));
+    }
+  }
+  for (int p = 0; p < P; ++p)
+    for (int q = 0; q < Q; ++q)
+      pc[p * ldpc + q] = static_cast<int32_t>(_mm512_reduce_add_epi64(acc[p][q]));
+}
+
+template <int P>
+inline void Avx512Row(const uint64_t* x, int64_t kp, const uint64_t* filter, int64_t oc,
+                      int32_t* pc) {
+  int64_t o = 0;
+  for (; o + 4 <= oc; o += 4) Avx512Block<P, 4>(x, filter + o * kp, kp, pc + o, oc);
+  for (; o < oc; ++o) Avx512Block<P, 1>(x, filter + o * kp, kp, pc + o, oc);
+}
+
+void Avx512PopcountBlock(const uint64_t* patches, int64_t npix, int64_t kp,
+                         const uint64_t* filter, int64_t oc, uint64_t*, int32_t* pc) {
+  int64_t p = 0;
+  for (; p + 4 <= npix; p += 4) Avx512Row<4>(patches + p * kp, kp, filter, oc, pc + p * oc);
+  for (; p < npix; ++p) Avx512Row<1>(patches + p * kp, kp, filter, oc, pc + p * oc);
+}
+
+uint64_t Avx512XorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0;  // two chains hide the add latency
+  for (int64_t i = 0; i < n; i += 16) {
+    s0 = _mm512_add_epi64(s0, _mm512_popcnt_epi64(_mm512_xor_si512(
+                                  _mm512_loadu_si512(a + i), _mm512_loadu_si512(b + i))));
+    s1 = _mm512_add_epi64(s1, _mm512_popcnt_epi64(_mm512_xor_si512(
+                                  _mm512_loadu_si512(a + i + 8), _mm512_loadu_si512(b + i + 8))));
+  }
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(s0, s1)));
+}
+
+}  // namespace
+
+const XnorKernel& XnorKernelAvx512() {
+  static const XnorKernel k = {"avx512",           kChunkWords,        Avx512FilterWords,
+                               Avx512PrepareFilter, Avx512ScratchWords, Avx512PopcountBlock,
+                               Avx512Bitpack,       XnorEpilogueAvx2,
+                               Avx512XorPopcountStream};
+  return k;
+}
+
+}  // namespace sketchtf

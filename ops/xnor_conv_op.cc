@@ -1,0 +1,447 @@
+// SketchtfBitpackChannels, SketchtfXnorConv2D and SketchtfXnorConv2DDot.
+//
+// XnorConv2D computes, for every output pixel and filter, the integer
+//   dot = sum over the valid (non-padded) taps and the in_channels channels of
+//         sign(x) * sign(w)
+//       = n_valid * in_channels - 2 * popcount(x XOR w over the valid taps)
+// which equals tf.nn.conv2d(sign(x), sign(w)) with zero padding: a padded tap
+// contributes 0. Padded taps are gathered as zero words, which adds
+// popcount(w) over those taps to the raw count; that is subtracted exactly
+// using per-filter popcounts of each tap (a 2-D prefix table, since the valid
+// taps of a pixel always form a rectangle). Bits past in_channels in the last
+// word of a pixel or filter are masked off, whatever the caller put there.
+// Output: alpha[o] * dot (* input_scale[b, y, x]) + bias[o], optional ReLU; the
+// Dot variant returns the int32 dot itself (for exact tests and custom epilogues).
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "op_common.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace sketchtf {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+const XnorKernel& SelectXnorKernel(Path p) {
+  switch (p) {
+    case Path::kAvx512: return XnorKernelAvx512();
+    case Path::kAvx2: return XnorKernelAvx2();
+    case Path::kScalar: break;
+  }
+  return XnorKernelScalar();
+}
+
+// -------------------------------------------------------------- bitpacking --
+REGISTER_OP("SketchtfBitpackChannels")
+    .Input("input: float")
+    .Output("output: int64")
+    .Attr("path: string = 'auto'")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle in;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &in));
+      DimensionHandle last = c->Dim(in, -1);
+      DimensionHandle words = c->UnknownDim();
+      if (c->ValueKnown(last)) {
+        if (c->Value(last) < 1)
+          return InvalidArg("BitpackChannels: the channel axis is empty");
+        words = c->MakeDim(CeilDiv(c->Value(last), 64));
+      }
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(in, -1, words, &out));
+      c->set_output(0, out);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Packs the signs of the last axis into 64-bit words (uint64 bits in int64).
+Channel c -> word c // 64, bit c % 64; bit 1 means x < 0 (or NaN), bit 0 means
+x >= 0 (so sign(0) = +1). Bits past the channel count are 0.
+)doc");
+
+class BitpackChannelsOp : public OpKernel {
+ public:
+  explicit BitpackChannelsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("path", &path_attr_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    OP_REQUIRES(ctx, x.dims() >= 1,
+                InvalidArg("BitpackChannels: input must have rank >= 1, got shape ",
+                                        x.shape().DebugString()));
+    const int64_t c = x.dim_size(x.dims() - 1);
+    OP_REQUIRES(ctx, c >= 1,
+                InvalidArg("BitpackChannels: the channel axis is empty in shape ",
+                                        x.shape().DebugString()));
+    Path path;
+    OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
+    TensorShape out_shape = x.shape();
+    const int64_t words = CeilDiv(c, 64);
+    out_shape.set_dim(x.dims() - 1, words);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
+    const int64_t rows = x.NumElements() / c;
+    if (rows == 0) return;
+    const XnorKernel& k = SelectXnorKernel(path);
+    const float* src = x.flat<float>().data();
+    uint64_t* dst = reinterpret_cast<uint64_t*>(out->flat<int64_t>().data());
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(pool->num_threads, pool->workers, rows, 2 * c,
+                      [&](int64_t begin, int64_t end) {
+                        k.bitpack(src + begin * c, end - begin, c, dst + begin * words);
+                      });
+  }
+
+ private:
+  std::string path_attr_;
+};
+REGISTER_KERNEL_BUILDER(Name("SketchtfBitpackChannels").Device(tensorflow::DEVICE_CPU),
+                        BitpackChannelsOp);
+
+// ----------------------------------------------------------- XNOR conv2d --
+static absl::Status XnorConvShape(InferenceContext* c, bool dot) {
+  ShapeHandle in, filter;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+  int64_t in_channels;
+  TF_RETURN_IF_ERROR(c->GetAttr("in_channels", &in_channels));
+  std::vector<int32_t> strides;
+  TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
+  std::string padding;
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+  if (strides.size() != 2 || strides[0] < 1 || strides[1] < 1)
+    return InvalidArg("strides must be 2 positive ints");
+  const int64_t words = CeilDiv(in_channels, 64);
+  DimensionHandle unused;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(in, 3), words, &unused));
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(filter, 3), words, &unused));
+  DimensionHandle out_c = c->Dim(filter, 0);
+  if (!dot) {
+    ShapeHandle alpha, bias;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &alpha));
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &bias));
+    TF_RETURN_IF_ERROR(c->Merge(out_c, c->Dim(alpha, 0), &out_c));
+    TF_RETURN_IF_ERROR(c->Merge(out_c, c->Dim(bias, 0), &out_c));
+  }
+  const bool same = padding == "SAME";
+  DimensionHandle oh, ow;
+  TF_RETURN_IF_ERROR(ConvOutDim(c, c->Dim(in, 1), c->Dim(filter, 1), strides[0], same, &oh));
+  TF_RETURN_IF_ERROR(ConvOutDim(c, c->Dim(in, 2), c->Dim(filter, 2), strides[1], same, &ow));
+  c->set_output(0, c->MakeShape({c->Dim(in, 0), oh, ow, out_c}));
+  return absl::OkStatus();
+}
+
+#define SKETCHTF_CONV_ATTRS                   \
+  Attr("in_channels: int >= 1")               \
+      .Attr("strides: list(int) = [1, 1]")    \
+      .Attr("padding: {'SAME', 'VALID'}")     \
+      .Attr("path: string = 'auto'")
+
+REGISTER_OP("SketchtfXnorConv2D")
+    .Input("input: int64")
+    .Input("filter: int64")
+    .Input("alpha: float")
+    .Input("bias: float")
+    .Input("input_scale: num_scales * float")
+    .Output("output: float")
+    .SKETCHTF_CONV_ATTRS
+    .Attr("fused_relu: bool = false")
+    .Attr("num_scales: int >= 0 = 0")
+    .SetShapeFn([](InferenceContext* c) { return XnorConvShape(c, false); })
+    .Doc(R"doc(
+Binary convolution of packed signs: out = alpha * dot [* input_scale] + bias,
+optional ReLU. input: [B, H, W, ceil(in_channels/64)] words from
+SketchtfBitpackChannels; filter: [O, KH, KW, ceil(in_channels/64)] words;
+alpha, bias: [O]; input_scale (0 or 1 of them): [B, OH, OW] (XNOR-Net's K).
+Padded taps contribute 0 (tf.nn.conv2d of sign(x), sign(w) with zero padding).
+Inference only: no gradient.
+)doc");
+
+REGISTER_OP("SketchtfXnorConv2DDot")
+    .Input("input: int64")
+    .Input("filter: int64")
+    .Output("output: int32")
+    .SKETCHTF_CONV_ATTRS
+    .SetShapeFn([](InferenceContext* c) { return XnorConvShape(c, true); })
+    .Doc(R"doc(
+The integer core of SketchtfXnorConv2D: [B, OH, OW, O] int32 equal to
+tf.nn.conv2d(sign(x), sign(w)) with zero padding, exactly.
+)doc");
+
+template <bool kDot>
+class XnorConvOp : public OpKernel {
+ public:
+  explicit XnorConvOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("in_channels", &in_channels_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("path", &path_attr_));
+    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, &stride_h_, &stride_w_, &same_));
+    if (!kDot) {
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_relu", &relu_));
+      int64_t num_scales;
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("num_scales", &num_scales));
+      OP_REQUIRES(ctx, num_scales <= 1,
+                  InvalidArg("XnorConv2D takes at most one input_scale, got ",
+                                          num_scales));
+      has_scale_ = num_scales == 1;
+    }
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = kDot ? "XnorConv2DDot" : "XnorConv2D";
+    const Tensor& x = ctx->input(0);
+    const Tensor& f = ctx->input(1);
+    const int64_t words = CeilDiv(in_channels_, 64);
+    OP_REQUIRES(ctx, x.dims() == 4,
+                InvalidArg(op, ": input must be [batch, height, width, words], got ",
+                                        x.shape().DebugString()));
+    OP_REQUIRES(ctx, f.dims() == 4,
+                InvalidArg(op, ": filter must be [out_channels, kh, kw, words], got ",
+                                        f.shape().DebugString()));
+    OP_REQUIRES(ctx, x.dim_size(3) == words,
+                InvalidArg(op, ": input has ", x.dim_size(3),
+                                        " words per pixel but in_channels=", in_channels_,
+                                        " needs ", words));
+    OP_REQUIRES(ctx, f.dim_size(3) == words,
+                InvalidArg(op, ": filter has ", f.dim_size(3),
+                                        " words per tap but in_channels=", in_channels_,
+                                        " needs ", words));
+    const int64_t batch = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2);
+    const int64_t oc = f.dim_size(0), k_h = f.dim_size(1), k_w = f.dim_size(2);
+    Window wh, ww;
+    OP_REQUIRES_OK(ctx, ConvWindow("height", in_h, k_h, stride_h_, same_, &wh));
+    OP_REQUIRES_OK(ctx, ConvWindow("width", in_w, k_w, stride_w_, same_, &ww));
+    const float* alpha = nullptr;
+    const float* bias = nullptr;
+    const float* scale = nullptr;
+    if (!kDot) {
+      const Tensor& a = ctx->input(2);
+      const Tensor& b = ctx->input(3);
+      OP_REQUIRES(ctx, a.dims() == 1 && a.dim_size(0) == oc,
+                  InvalidArg(op, ": alpha must be [", oc, "] (one per filter), got ",
+                                          a.shape().DebugString()));
+      OP_REQUIRES(ctx, b.dims() == 1 && b.dim_size(0) == oc,
+                  InvalidArg(op, ": bias must be [", oc, "] (one per filter), got ",
+                                          b.shape().DebugString()));
+      alpha = a.flat<float>().data();
+      bias = b.flat<float>().data();
+      if (has_scale_) {
+        const Tensor& s = ctx->input(4);
+        OP_REQUIRES(ctx, s.shape() == TensorShape({batch, wh.out, ww.out}),
+                    InvalidArg(op, ": input_scale must be [", batch, ", ", wh.out,
+                                            ", ", ww.out, "] (one per output pixel), got ",
+                                            s.shape().DebugString()));
+        scale = s.flat<float>().data();
+      }
+    }
+    Path path;
+    OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
+
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {batch, wh.out, ww.out, oc}, &out));
+    const int64_t npix_total = batch * wh.out * ww.out;
+    if (npix_total == 0 || oc == 0) return;
+
+    const XnorKernel& kern = SelectXnorKernel(path);
+    const int64_t taps = k_h * k_w, k = taps * words;
+    const int64_t kp = CeilDiv(k, kern.k_align) * kern.k_align;
+    const uint64_t mask = LastWordMask(in_channels_);
+
+    // Filter: mask padding bits, then the kernel's own layout. Per-tap
+    // popcounts as a 2-D prefix table for the padding correction.
+    const uint64_t* fsrc = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
+    std::vector<uint64_t> fmasked(fsrc, fsrc + oc * k);
+    for (int64_t i = words - 1; i < oc * k; i += words) fmasked[i] &= mask;
+    std::vector<uint64_t> fprep(kern.filter_words(oc, kp));
+    kern.prepare_filter(fmasked.data(), oc, k, kp, fprep.data());
+    const int64_t pw = k_w + 1;
+    std::vector<int32_t> prefix;  // [(k_h+1) * (k_w+1)][oc]
+    if (same_) {
+      std::vector<int32_t> tap_counts(oc * taps);  // [o][tap]
+      PopcountRows(fmasked.data(), oc * taps, words, tap_counts.data());
+      prefix.assign((k_h + 1) * pw * oc, 0);
+      for (int64_t i = 0; i < k_h; ++i) {
+        for (int64_t j = 0; j < k_w; ++j) {
+          int32_t* dst = prefix.data() + ((i + 1) * pw + j + 1) * oc;
+          const int32_t* up = prefix.data() + (i * pw + j + 1) * oc;
+          const int32_t* left = prefix.data() + ((i + 1) * pw + j) * oc;
+          const int32_t* diag = prefix.data() + (i * pw + j) * oc;
+          for (int64_t o = 0; o < oc; ++o)
+            dst[o] = tap_counts[o * taps + i * k_w + j] + up[o] + left[o] - diag[o];
+        }
+      }
+    }
+
+    const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(x.flat<int64_t>().data());
+    const int64_t out_h = wh.out, out_w = ww.out;
+    // Output pixels per unit of work: 36 (a multiple of the kernels' 2-, 3- and
+    // 4-pixel register blocks), smaller for small outputs so that every
+    // thread gets about 4 equal units (batch 1: 225 pixels -> 8 units of 30).
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    constexpr int64_t kMaxBlock = 36;
+    const int64_t threads = std::max(1, pool->num_threads);
+    const int64_t kBlock = std::clamp<int64_t>(
+        CeilDiv(CeilDiv(npix_total, 4 * threads), 6) * 6, 6, kMaxBlock);
+    const int64_t units = CeilDiv(npix_total, kBlock);
+    auto work = [&](int64_t begin, int64_t end) {
+      std::vector<uint64_t> patches(kBlock * kp);
+      std::vector<uint64_t> scratch(kern.scratch_words(kBlock, kp) + 8);
+      std::vector<int32_t> pc(kBlock * oc);
+      std::vector<int32_t> corr(oc);
+      struct Valid {
+        int64_t h0, h1, w0, w1;
+      } valid[kMaxBlock];
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t p0 = u * kBlock;
+        const int64_t np = std::min(kBlock, npix_total - p0);
+        // im2col of packed words; taps in the padding are zero words.
+        for (int64_t i = 0; i < np; ++i) {
+          const int64_t p = p0 + i;
+          const int64_t b = p / (out_h * out_w), r = p % (out_h * out_w);
+          const int64_t ih0 = (r / out_w) * stride_h_ - wh.pad_before;
+          const int64_t iw0 = (r % out_w) * stride_w_ - ww.pad_before;
+          valid[i] = {std::max<int64_t>(0, -ih0), std::min(k_h, in_h - ih0),
+                      std::max<int64_t>(0, -iw0), std::min(k_w, in_w - iw0)};
+          const int64_t v0 = valid[i].w0;
+          uint64_t* dst = patches.data() + i * kp;
+          for (int64_t kh = 0; kh < k_h; ++kh, dst += k_w * words) {
+            const int64_t ih = ih0 + kh;
+            if (ih < 0 || ih >= in_h) {
+              std::fill(dst, dst + k_w * words, 0);
+              continue;
+            }
+            // The valid taps of a kernel row are contiguous in the input.
+            const uint64_t* src = xsrc + ((b * in_h + ih) * in_w + iw0 + v0) * words;
+            const int64_t n0 = valid[i].w0 * words, n1 = valid[i].w1 * words;
+            for (int64_t t = 0; t < n0; ++t) dst[t] = 0;
+            for (int64_t t = n0; t < n1; ++t) dst[t] = src[t - n0];
+            for (int64_t t = n1; t < k_w * words; ++t) dst[t] = 0;
+            if (mask != ~uint64_t{0})
+              for (int64_t t = n0 + words - 1; t < n1; t += words) dst[t] &= mask;
+          }
+          std::fill(dst, patches.data() + (i + 1) * kp, 0);
+        }
+        kern.popcount_block(patches.data(), np, kp, fprep.data(), oc, scratch.data(), pc.data());
+        for (int64_t i = 0; i < np; ++i) {
+          const Valid& v = valid[i];
+          const int64_t n_valid = (v.h1 - v.h0) * (v.w1 - v.w0);
+          const int32_t base = static_cast<int32_t>(n_valid * in_channels_);
+          const int32_t* row = pc.data() + i * oc;
+          const int32_t* c = nullptr;
+          if (n_valid != taps) {
+            // Filter popcount over the padded taps = total - the valid rectangle.
+            const int32_t* tot = prefix.data() + (k_h * pw + k_w) * oc;
+            const int32_t* r11 = prefix.data() + (v.h1 * pw + v.w1) * oc;
+            const int32_t* r01 = prefix.data() + (v.h0 * pw + v.w1) * oc;
+            const int32_t* r10 = prefix.data() + (v.h1 * pw + v.w0) * oc;
+            const int32_t* r00 = prefix.data() + (v.h0 * pw + v.w0) * oc;
+            for (int64_t o = 0; o < oc; ++o)
+              corr[o] = tot[o] - (r11[o] - r01[o] - r10[o] + r00[o]);
+            c = corr.data();
+          }
+          if (kDot) {
+            int32_t* dst = out->flat<int32_t>().data() + (p0 + i) * oc;
+            for (int64_t o = 0; o < oc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
+          } else {
+            kern.epilogue(row, c, oc, base, scale ? scale + p0 + i : nullptr, alpha, bias, relu_,
+                          out->flat<float>().data() + (p0 + i) * oc);
+          }
+        }
+      }
+    };
+    // Cost in cycles per unit: roughly one cycle per word pair on AVX2.
+    tensorflow::Shard(threads, pool->workers, units, kBlock * oc * kp, work);
+  }
+
+ private:
+  int64_t in_channels_ = 0, stride_h_ = 1, stride_w_ = 1;
+  bool same_ = false, relu_ = false, has_scale_ = false;
+  std::string path_attr_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("SketchtfXnorConv2D").Device(tensorflow::DEVICE_CPU),
+                        XnorConvOp<false>);
+
+// ------------------------------------------------------------- roofline --
+REGISTER_OP("SketchtfPopcountRoofline")
+    .Output("words_per_second: float64")
+    .Attr("path: string = 'auto'")
+    .SetIsStateful()  // a measurement: never constant-fold or cache it
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->Vector(2));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The machine's XOR+popcount ceiling for a kernel path: 64-bit word pairs per
+second of that path's fastest long-stream loop over L1-resident data, best of
+several trials, [one thread, all of TF's intra-op threads at once].
+)doc");
+
+class PopcountRooflineOp : public OpKernel {
+ public:
+  explicit PopcountRooflineOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("path", &path_attr_));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    Path path;
+    OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
+    const XnorKernel& k = SelectXnorKernel(path);
+    constexpr int64_t kWords = 1024, kReps = 4000;  // 2 x 8 KB stay in L1
+    auto run = [&k]() {
+      std::vector<uint64_t> a(kWords), b(kWords);
+      uint64_t s = 0x9E3779B97F4A7C15ull;
+      for (int64_t i = 0; i < kWords; ++i) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        a[i] = s;
+        b[i] = s * 0xD1B54A32D192ED03ull;
+      }
+      uint64_t sink = 0;
+      for (int64_t r = 0; r < kReps; ++r) {
+        a[r % kWords] ^= sink;  // keeps every call live
+        sink += k.xor_popcount_stream(a.data(), b.data(), kWords);
+      }
+      return sink;
+    };
+    auto seconds = [](auto f) {
+      const auto t0 = std::chrono::steady_clock::now();
+      f();
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    double best1 = 1e30, best_all = 1e30;
+    volatile uint64_t keep = 0;
+    for (int t = 0; t < 15; ++t) best1 = std::min(best1, seconds([&] { keep = keep + run(); }));
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    const int64_t threads = std::max(1, pool->num_threads);
+    for (int t = 0; t < 7; ++t) {
+      best_all = std::min(best_all, seconds([&] {
+        tensorflow::Shard(threads, pool->workers, threads, int64_t{1} << 40,
+                          [&](int64_t b, int64_t e) {
+                            for (int64_t u = b; u < e; ++u) keep = keep + run();
+                          });
+      }));
+    }
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {2}, &out));
+    const double words = static_cast<double>(kWords * kReps);
+    out->vec<double>()(0) = words / best1;
+    out->vec<double>()(1) = words * threads / best_all;
+  }
+
+ private:
+  std::string path_attr_;
+};
+REGISTER_KERNEL_BUILDER(Name("SketchtfPopcountRoofline").Device(tensorflow::DEVICE_CPU),
+                        PopcountRooflineOp);
+REGISTER_KERNEL_BUILDER(Name("SketchtfXnorConv2DDot").Device(tensorflow::DEVICE_CPU),
+                        XnorConvOp<true>);
+
+}  // namespace sketchtf

@@ -1,0 +1,134 @@
+// Kernels behind sketchtf's binary ops, one table per instruction set.
+//
+// This header and the kernels_*.cc files do not depend on TensorFlow: the op
+// files (*_op.cc) validate inputs, lay data out and shard work over TF's thread
+// pool; the kernels only do arithmetic on buffers they are given. Each ISA file
+// is compiled with its own -m flags (sketchtf/ops/build.py) and is only called
+// after cpu_features.cc has checked that the CPU has that ISA.
+//
+// Bit convention (all ops): bit 1 = sign -1 (x < 0, or NaN); bit 0 = sign +1
+// (x >= 0, so sign(0) = +1). Channel c lives in word c / 64, bit c % 64.
+#ifndef SKETCHTF_OPS_XNOR_KERNELS_H_
+#define SKETCHTF_OPS_XNOR_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace sketchtf {
+
+enum class Path { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// ---------------------------------------------------------------- XNOR conv --
+// The op gathers, for a block of output pixels, each pixel's receptive field
+// ("patch") as kp words: taps in (kh, kw) order, each tap in_words words, then
+// zero words up to kp (a multiple of k_align). Taps in the zero padding are
+// written as zero words and corrected for by the op (see xnor_conv_op.cc).
+struct XnorKernel {
+  const char* name;
+  int k_align;  // kp must be a multiple of this
+  // Words of the kernel's private filter layout for out_channels filters.
+  int64_t (*filter_words)(int64_t out_channels, int64_t kp);
+  // w: [out_channels][k] words (k <= kp). Writes the private layout.
+  void (*prepare_filter)(const uint64_t* w, int64_t out_channels, int64_t k,
+                         int64_t kp, uint64_t* out);
+  // Scratch words popcount_block needs for a block of npix patches.
+  int64_t (*scratch_words)(int64_t npix, int64_t kp);
+  // pc[p * out_channels + o] = popcount(patch_p XOR filter_o), p < npix.
+  void (*popcount_block)(const uint64_t* patches, int64_t npix, int64_t kp,
+                         const uint64_t* filter, int64_t out_channels,
+                         uint64_t* scratch, int32_t* pc);
+  // rows x c floats -> rows x ceil(c/64) words; padding bits are 0.
+  void (*bitpack)(const float* x, int64_t rows, int64_t c, uint64_t* out);
+  // One output pixel: out[o] = alpha[o] * (base - 2 * (pc[o] - corr[o])) [* scale]
+  // + bias[o], then ReLU if relu; corr may be null (no padded taps).
+  void (*epilogue)(const int32_t* pc, const int32_t* corr, int64_t out_channels, int32_t base,
+                   const float* scale, const float* alpha, const float* bias, bool relu,
+                   float* out);
+  // Roofline probe: sum of popcount(a[i] ^ b[i]), i < n (n a multiple of 64),
+  // with the fastest long-stream method known for the ISA.
+  uint64_t (*xor_popcount_stream)(const uint64_t* a, const uint64_t* b, int64_t n);
+};
+
+// ------------------------------------------------------- binary-weight conv --
+// Float input times 1-bit weights without multiplies: for every tile of 8
+// output positions and every group of 4 input channels the kernel builds the
+// 16 signed sums +-x0 +-x1 +-x2 +-x3 (8 positions each) once, and every output
+// channel then adds the entry its 4 weight bits select (one 8-wide add per 32
+// multiply-accumulates, shared by all output channels).
+struct BwConvArgs {
+  int64_t batch, in_h, in_w, in_c;
+  int64_t out_h, out_w, out_c;
+  int64_t k_h, k_w, stride_h, stride_w, pad_top, pad_left;
+  int64_t words;              // ceil(in_c / 64)
+  const float* input;         // [batch, in_h, in_w, in_c]
+  const uint64_t* weights;    // [k_h * k_w][words][w_ld], first out_c of each row used
+  int64_t w_ld;
+  const float* alpha;         // [out_c]
+  const float* bias;          // [out_c]
+  bool relu;
+  float* output;              // [batch * out_h * out_w][out_ld], first out_c used
+  int64_t out_ld;
+};
+constexpr int kBwTile = 8;  // output positions per tile (one AVX2 register)
+
+struct BwKernel {
+  const char* name;
+  // Computes output positions [tile_begin * 8, min(tile_end * 8, total)).
+  void (*conv_tiles)(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end);
+};
+
+// Tables; the AVX ones must only be used when the CPU has the ISA.
+const XnorKernel& XnorKernelScalar();
+const XnorKernel& XnorKernelAvx2();
+const XnorKernel& XnorKernelAvx512();
+const BwKernel& BwKernelScalar();
+const BwKernel& BwKernelAvx2();
+
+// Portable helpers shared by the kernel files (defined in kernels_scalar.cc).
+void XnorEpilogueScalar(const int32_t* pc, const int32_t* corr, int64_t out_channels,
+                        int32_t base, const float* scale, const float* alpha, const float* bias,
+                        bool relu, float* out);
+// AVX2 version (kernels_avx2.cc); the AVX-512 table uses it too.
+void XnorEpilogueAvx2(const int32_t* pc, const int32_t* corr, int64_t out_channels, int32_t base,
+                      const float* scale, const float* alpha, const float* bias, bool relu,
+                      float* out);
+void BitpackScalar(const float* x, int64_t rows, int64_t c, uint64_t* out);
+// counts[r] = popcount of words [r * words, (r + 1) * words) of w, r < rows
+// (the popcnt instruction when the CPU has it).
+void PopcountRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* counts);
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Where each lane of a binary-weight tile reads its input. For a tap (kh, kw)
+// lane l reads img[l] + ((ih0[l] + kh) * in_w + iw0[l] + kw) * in_c, or zeros
+// when that pixel lies in the padding or the lane is past the last position.
+struct BwTile {
+  int64_t pos0;                  // first flat output position of the tile
+  int lanes;                     // active lanes (8 except in the last tile)
+  const float* img[kBwTile];
+  int64_t ih0[kBwTile], iw0[kBwTile];
+};
+
+inline void BwTileInit(const BwConvArgs& a, int64_t tile, BwTile* t) {
+  const int64_t total = a.batch * a.out_h * a.out_w;
+  t->pos0 = tile * kBwTile;
+  t->lanes = static_cast<int>(total - t->pos0 < kBwTile ? total - t->pos0 : kBwTile);
+  for (int l = 0; l < kBwTile; ++l) {
+    const int64_t p = t->pos0 + (l < t->lanes ? l : 0);
+    const int64_t b = p / (a.out_h * a.out_w), r = p % (a.out_h * a.out_w);
+    t->img[l] = a.input + b * a.in_h * a.in_w * a.in_c;
+    t->ih0[l] = (r / a.out_w) * a.stride_h - a.pad_top;
+    t->iw0[l] = (r % a.out_w) * a.stride_w - a.pad_left;
+  }
+}
+
+// Pointer to the in_c channels lane l reads at tap (kh, kw), or `zeros`.
+inline const float* BwTapPtr(const BwConvArgs& a, const BwTile& t, int l,
+                             int64_t kh, int64_t kw, const float* zeros) {
+  const int64_t ih = t.ih0[l] + kh, iw = t.iw0[l] + kw;
+  if (l >= t.lanes || ih < 0 || ih >= a.in_h || iw < 0 || iw >= a.in_w) return zeros;
+  return t.img[l] + (ih * a.in_w + iw) * a.in_c;
+}
+
+}  // namespace sketchtf
+
+#endif  // SKETCHTF_OPS_XNOR_KERNELS_H_

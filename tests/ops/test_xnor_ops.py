@@ -1,0 +1,292 @@
+"""The C++ binary ops against plain TensorFlow: sign -> tf.nn.conv2d -> scale.
+
+Every kernel path is forced in turn (op attr `path`, and once through the
+SKETCHTF_XNOR_PATH environment variable); paths the CPU lacks are skipped with
+a message. Integer dots must match exactly; scaled outputs allclose.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sketchtf.ops import xnor
+
+ALL_PATHS = ("scalar", "avx2", "avx512")
+
+
+@pytest.fixture(params=ALL_PATHS)
+def path(request):
+    if request.param not in xnor.available_paths():
+        pytest.skip(f"CPU lacks the {request.param} path (features: {xnor.cpu_features()})")
+    return request.param
+
+
+def np_sign(a):
+    return np.where(a >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def np_bitpack(x):
+    """Reference packing: bit c%64 of word c//64 set where not (x >= 0)."""
+    c = x.shape[-1]
+    words = -(-c // 64)
+    neg = ~(x >= 0)
+    out = np.zeros(x.shape[:-1] + (words,), np.uint64)
+    for ch in range(c):
+        out[..., ch // 64] |= neg[..., ch].astype(np.uint64) << np.uint64(ch % 64)
+    return out.view(np.int64)
+
+
+def random_input(rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::7] = 0.0  # sign(0) = +1
+    flat[3::11] = -0.0
+    return x
+
+
+# (batch, height, width, in_channels, out_channels, (kh, kw), (sh, sw), padding)
+CONV_CASES = [
+    (1, 5, 5, 1, 3, (1, 1), (1, 1), "VALID"),
+    (3, 7, 6, 3, 5, (3, 3), (2, 2), "SAME"),
+    (1, 9, 8, 63, 4, (5, 5), (1, 1), "SAME"),
+    (3, 6, 7, 65, 7, (3, 3), (3, 3), "SAME"),
+    (1, 8, 9, 130, 6, (3, 3), (1, 1), "VALID"),
+    (3, 11, 10, 64, 9, (5, 5), (2, 2), "VALID"),
+    (1, 4, 4, 130, 5, (5, 5), (1, 1), "SAME"),     # most taps in the padding
+    (3, 10, 10, 3, 8, (1, 1), (3, 3), "SAME"),
+    (1, 6, 9, 65, 3, (1, 3), (2, 1), "SAME"),      # non-square kernel and strides
+    (1, 9, 9, 256, 3, (7, 7), (1, 1), "SAME"),     # 196 words: several counter flushes
+    (1, 3, 3, 65, 40, (3, 3), (1, 1), "SAME"),     # few positions: channel-split threads
+    (3, 17, 15, 128, 33, (3, 3), (1, 1), "SAME"),  # several pixel blocks
+]
+
+
+def conv_case(case, seed):
+    b, h, w, cin, cout, k, s, pad = case
+    rng = np.random.default_rng(seed)
+    x = random_input(rng, (b, h, w, cin))
+    wt = random_input(rng, k + (cin, cout))
+    alpha = rng.uniform(0.1, 1.0, cout).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    dot = tf.nn.conv2d(np_sign(x), np_sign(wt), list(s), pad).numpy()
+    return x, wt, alpha, bias, dot
+
+
+def test_paths_and_features_are_consistent():
+    paths, feats = xnor.available_paths(), xnor.cpu_features()
+    assert paths[0] == "scalar"
+    assert ("avx2" in paths) == ({"avx2", "fma", "popcnt"} <= set(feats))
+    # AVX-512 is only ever chosen where the CPU (and OS) support it.
+    assert ("avx512" in paths) == ({"avx512f", "avx512bw", "avx512vpopcntdq", "avx2"}
+                                   <= set(feats))
+    for p in ALL_PATHS:
+        if p not in paths:
+            with pytest.raises(tf.errors.InvalidArgumentError, match="lacks"):
+                xnor.bitpack_channels(tf.ones([2, 3]), path=p)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 63, 64, 65, 130])
+def test_bitpack_matches_reference(path, channels):
+    x = random_input(np.random.default_rng(channels), (2, 3, channels))
+    x[0, 0, 0] = np.nan  # NaN is "not >= 0": bit 1, like tf.where(x >= 0, 1, -1)
+    got = xnor.bitpack_channels(x, path=path).numpy()
+    np.testing.assert_array_equal(got, np_bitpack(x))
+    assert got.shape == (2, 3, -(-channels // 64))
+    np.testing.assert_array_equal(xnor.unpack_bits(got, channels), np_sign(x))
+
+
+def test_pack_filter_and_dense_layouts():
+    w = random_input(np.random.default_rng(0), (3, 2, 70, 5))
+    np.testing.assert_array_equal(xnor.pack_filter(w), np_bitpack(w.transpose(3, 0, 1, 2)))
+    d = random_input(np.random.default_rng(1), (70, 5))
+    np.testing.assert_array_equal(xnor.pack_dense(d), np_bitpack(d.T))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "b{}_{}x{}_c{}_o{}_k{}_s{}_{}".format(
+    c[0], c[1], c[2], c[3], c[4], "x".join(map(str, c[5])), "x".join(map(str, c[6])), c[7]))
+def test_xnor_conv_matches_sign_conv_reference(path, case):
+    x, wt, alpha, bias, dot = conv_case(case, seed=len(case[0:5]) + case[3])
+    cin, s, pad = case[3], list(case[6]), case[7]
+    xp = xnor.bitpack_channels(x, path=path)
+    fp = xnor.pack_filter(wt, path=path)
+    got_dot = xnor.xnor_conv2d_dot(xp, fp, cin, s, pad, path=path).numpy()
+    assert got_dot.dtype == np.int32
+    np.testing.assert_array_equal(got_dot, dot.astype(np.int32))
+    ref = dot * alpha + bias
+    got = xnor.xnor_conv2d(xp, fp, alpha, bias, cin, s, pad, path=path)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    got = xnor.xnor_conv2d(xp, fp, alpha, bias, cin, s, pad, fused_relu=True, path=path)
+    np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", CONV_CASES[1:7] + CONV_CASES[10:])
+def test_binary_weight_conv_matches_reference(path, case):
+    x, wt, alpha, bias, _ = conv_case(case, seed=case[3])
+    s, pad = list(case[6]), case[7]
+    fp = xnor.pack_filter(wt)
+    ref = tf.nn.conv2d(x, np_sign(wt), s, pad).numpy() * alpha + bias
+    got = xnor.binary_weight_conv2d(x, fp, alpha, bias, s, pad, path=path)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+    got = xnor.binary_weight_conv2d(x, fp, alpha, bias, s, pad, fused_relu=True, path=path)
+    np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("batch,cin,cout", [(1, 1, 3), (3, 63, 5), (9, 65, 7), (17, 130, 40),
+                                            (1, 300, 70)])
+def test_binary_weight_dense_matches_reference(path, batch, cin, cout):
+    rng = np.random.default_rng(cin)
+    x = random_input(rng, (batch, cin))
+    w = random_input(rng, (cin, cout))
+    alpha = rng.uniform(0.1, 1.0, cout).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    ref = x @ np_sign(w) * alpha + bias
+    got = xnor.binary_weight_dense(x, xnor.pack_dense(w), alpha, bias, path=path)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+    got = xnor.binary_weight_dense(x, xnor.pack_dense(w), alpha, bias, fused_relu=True, path=path)
+    np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("w_sign", [1.0, -1.0])
+def test_extreme_dots_where_every_bit_agrees_or_differs(path, w_sign):
+    # 7x7x256 = 196 words per patch, all bits equal (or all different): every
+    # byte counter of the AVX2 kernel fills at 8 per chunk, so a missing flush
+    # would overflow.
+    x = np.ones((1, 9, 9, 256), np.float32)
+    wt = np.full((7, 7, 256, 2), w_sign, np.float32)
+    dot = xnor.xnor_conv2d_dot(xnor.bitpack_channels(x), xnor.pack_filter(wt), 256, 1, "SAME",
+                               path=path).numpy()
+    np.testing.assert_array_equal(dot, tf.nn.conv2d(x, wt, 1, "SAME").numpy().astype(np.int32))
+    assert dot[0, 4, 4, 0] == w_sign * 49 * 256
+
+
+def test_input_scale_multiplies_each_output_pixel(path):
+    x, wt, alpha, bias, dot = conv_case((2, 6, 5, 70, 4, (3, 3), (1, 1), "SAME"), seed=3)
+    k = np.random.default_rng(4).uniform(0.5, 2.0, dot.shape[:3]).astype(np.float32)
+    got = xnor.xnor_conv2d(xnor.bitpack_channels(x), xnor.pack_filter(wt), alpha, bias, 70, 1,
+                           "SAME", input_scale=k, path=path)
+    np.testing.assert_allclose(got, dot * alpha * k[..., None] + bias, rtol=1e-5, atol=1e-4)
+
+
+def test_garbage_padding_bits_are_ignored(path):
+    x, wt, _, _, dot = conv_case((1, 5, 5, 70, 3, (3, 3), (1, 1), "SAME"), seed=5)
+    xp = xnor.bitpack_channels(x).numpy()
+    fp = xnor.pack_filter(wt).numpy()
+    junk = np.int64(-1 << 6)  # bits 6..63 of the last word are past channel 70
+    xp[..., -1] |= junk
+    fp[..., -1] |= junk
+    got = xnor.xnor_conv2d_dot(xp, fp, 70, 1, "SAME", path=path)
+    np.testing.assert_array_equal(got, dot.astype(np.int32))
+    bw = xnor.binary_weight_conv2d(x, fp, np.ones(3, np.float32), np.zeros(3, np.float32), 1,
+                                   "SAME", path=path)
+    np.testing.assert_allclose(bw, tf.nn.conv2d(x, np_sign(wt), 1, "SAME"), rtol=1e-4, atol=1e-3)
+
+
+def test_environment_variable_forces_the_path(monkeypatch):
+    x, wt, _, _, dot = conv_case((1, 6, 6, 65, 5, (3, 3), (1, 1), "SAME"), seed=6)
+    xp, fp = xnor.bitpack_channels(x), xnor.pack_filter(wt)
+    for p in xnor.available_paths():
+        monkeypatch.setenv("SKETCHTF_XNOR_PATH", p)
+        np.testing.assert_array_equal(xnor.xnor_conv2d_dot(xp, fp, 65, 1, "SAME"), dot)
+    monkeypatch.setenv("SKETCHTF_XNOR_PATH", "sse9")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="SKETCHTF_XNOR_PATH"):
+        xnor.xnor_conv2d_dot(xp, fp, 65, 1, "SAME")
+
+
+def test_static_shapes_from_shape_functions():
+    @tf.function(input_signature=[tf.TensorSpec([None, 15, 15, 2], tf.int64),
+                                  tf.TensorSpec([8, 3, 3, 2], tf.int64)])
+    def f(xp, fp):
+        y = xnor.xnor_conv2d(xp, fp, tf.ones([8]), tf.zeros([8]), 128, 2, "SAME")
+        d = xnor.xnor_conv2d_dot(xp, fp, 128, 1, "VALID")
+        return y, d
+
+    y, d = f.get_concrete_function().structured_outputs
+    assert y.shape.as_list() == [None, 8, 8, 8] and d.shape.as_list() == [None, 13, 13, 8]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 7], tf.float32)])
+    def g(x):
+        return xnor.bitpack_channels(x)
+
+    assert g.get_concrete_function().structured_outputs.shape.as_list() == [None, 1]
+    with pytest.raises(ValueError):  # 2 words per pixel but in_channels=200 needs 4
+        tf.function(lambda xp: xnor.xnor_conv2d_dot(xp, tf.zeros([1, 1, 1, 4], tf.int64), 200))\
+            .get_concrete_function(tf.TensorSpec([1, 4, 4, 2], tf.int64))
+
+
+def _bad_calls():
+    xp = tf.zeros([1, 5, 5, 2], tf.int64)
+    fp = tf.zeros([4, 3, 3, 2], tf.int64)
+    x = tf.zeros([1, 5, 5, 100])
+    a, b = tf.ones([4]), tf.zeros([4])
+    ops = xnor.load_ops()
+    return {
+        "input rank": (lambda: xnor.xnor_conv2d_dot(xp[0], fp, 100), "input must be"),
+        "filter rank": (lambda: xnor.xnor_conv2d_dot(xp, fp[0], 100), "filter must be"),
+        "input words": (lambda: xnor.xnor_conv2d_dot(xp, fp, 200), "words per pixel"),
+        "filter words": (lambda: xnor.xnor_conv2d_dot(xp, fp[..., :1], 100), "words per tap"),
+        "alpha length": (lambda: xnor.xnor_conv2d(xp, fp, a[:3], b, 100), "alpha must be"),
+        "bias length": (lambda: xnor.xnor_conv2d(xp, fp, a, tf.zeros([5]), 100), "bias must be"),
+        "alpha rank": (lambda: xnor.xnor_conv2d(xp, fp, a[None], b, 100), "alpha must be"),
+        "zero stride": (lambda: xnor.xnor_conv2d_dot(xp, fp, 100, [1, 0]), "strides"),
+        "three strides": (lambda: ops.sketchtf_xnor_conv2d_dot(
+            input=xp, filter=fp, in_channels=100, strides=[1, 1, 1], padding="SAME"), "strides"),
+        "valid too small": (lambda: xnor.xnor_conv2d_dot(xp, tf.zeros([4, 7, 3, 2], tf.int64),
+                                                         100), "VALID padding needs"),
+        "scale shape": (lambda: xnor.xnor_conv2d(xp, fp, a, b, 100, input_scale=tf.ones([1, 5, 5])),
+                        "input_scale must be"),
+        "bw words": (lambda: xnor.binary_weight_conv2d(x[..., :10], fp, a, b), "words per tap"),
+        "bw alpha": (lambda: xnor.binary_weight_conv2d(x, fp, a[:2], b), "alpha must be"),
+        "bw input rank": (lambda: xnor.binary_weight_conv2d(x[0], fp, a, b), "input must be"),
+        "dense words": (lambda: xnor.binary_weight_dense(tf.zeros([2, 10]), tf.zeros([4, 2], tf.int64),
+                                                         a, b), "words per row"),
+        "dense bias": (lambda: xnor.binary_weight_dense(tf.zeros([2, 100]), tf.zeros([4, 2], tf.int64),
+                                                        a, b[:1]), "bias must be"),
+        "bitpack scalar": (lambda: xnor.bitpack_channels(tf.constant(1.0)), "rank >= 1"),
+        "bitpack empty": (lambda: xnor.bitpack_channels(tf.zeros([3, 0])), "channel axis is empty"),
+        "unknown path": (lambda: ops.sketchtf_bitpack_channels(input=x, path="mmx"),
+                         "unknown kernel path"),
+    }
+
+
+BAD_CALLS = [
+    "input rank", "filter rank", "input words", "filter words", "alpha length", "bias length",
+    "alpha rank", "zero stride", "three strides", "valid too small", "scale shape", "bw words",
+    "bw alpha", "bw input rank", "dense words", "dense bias", "bitpack scalar", "bitpack empty",
+    "unknown path"]
+
+
+@pytest.mark.parametrize("name", BAD_CALLS)
+def test_bad_inputs_raise_clear_errors(name):
+    calls = _bad_calls()
+    assert sorted(calls) == sorted(BAD_CALLS)
+    call, message = calls[name]
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        call()
+
+
+def test_padding_attr_and_python_checks():
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        xnor.xnor_conv2d_dot(tf.zeros([1, 5, 5, 1], tf.int64), tf.zeros([1, 3, 3, 1], tf.int64), 3,
+                             padding="FULL")
+    with pytest.raises(ValueError, match="path must be one of"):
+        xnor.bitpack_channels(tf.ones([2]), path="fast")
+
+
+def test_ops_are_inference_only():
+    x = tf.Variable(tf.ones([1, 4, 4, 3]))
+    fp = xnor.pack_filter(tf.ones([3, 3, 3, 2]))
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(xnor.binary_weight_conv2d(x, fp, tf.ones([2]), tf.zeros([2])))
+    with pytest.raises(LookupError, match="inference-only"):
+        tape.gradient(y, x)
+
+
+def test_missing_library_error_says_how_to_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(xnor, "LIB_PATH", str(tmp_path / "_sketchtf_ops.so"))
+    xnor.load_ops.cache_clear()
+    try:
+        with pytest.raises(xnor.OpsNotBuiltError, match="python -m sketchtf.ops.build"):
+            xnor.load_ops()
+    finally:
+        monkeypatch.undo()
+        xnor.load_ops.cache_clear()
+    assert xnor.available_paths()[0] == "scalar"  # the real library loads again
