@@ -134,11 +134,38 @@ def train_and_evaluate(config, workdir):
     with open(os.path.join(workdir, "classes.json"), "w") as f:
         json.dump(info.class_names, f)
     model = make_model(config, len(info.class_names))
+    if config.model.get("init_from"):
+        init_from_workdir(model, config.model.init_from)
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
     compile_model(model, config, steps)
     model.summary(print_fn=lambda s: None)
     return fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo,
                           title=f"{config.model.name} on {config.data.source}")
+
+
+def latest_checkpoint(workdir):
+    ckdir = os.path.join(workdir, "checkpoints")
+    path = tf.train.latest_checkpoint(ckdir)
+    if not path:
+        raise FileNotFoundError(f"no checkpoint in {ckdir}: train first (python -m sketchtf.train ...)")
+    return path
+
+
+def init_from_workdir(model, workdir):
+    """Starts `model` from another run's last checkpoint (config model.init_from).
+
+    The checkpoint is matched by object structure, so a model with the same
+    layers works even when their classes differ (e.g. float Sketch-A-Net ->
+    BinaryConv2D Sketch-A-Net, as seed C initialises its binary nets). Every
+    variable of `model` must be found; extra checkpoint entries (optimizer) are
+    ignored."""
+    path = latest_checkpoint(workdir)
+    try:
+        status = tf.train.Checkpoint(model=model).restore(path)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise ValueError(f"model.init_from: cannot start {model.name} from {path}: {e}") from None
+    return path
 
 
 def load_trained_model(workdir):
@@ -149,11 +176,7 @@ def load_trained_model(workdir):
     with open(os.path.join(workdir, "classes.json")) as f:
         class_names = json.load(f)
     model = make_model(config, len(class_names))
-    ckdir = os.path.join(workdir, "checkpoints")
-    path = tf.train.latest_checkpoint(ckdir)
-    if not path:
-        raise FileNotFoundError(f"no checkpoint in {ckdir}: train first (python -m sketchtf.train ...)")
-    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    tf.train.Checkpoint(model=model).restore(latest_checkpoint(workdir)).expect_partial()
     return model, config, class_names
 
 
