@@ -76,3 +76,23 @@ def test_center_crop_and_ten_views():
     assert views.shape == (10, 2, 6, 6, 1)
     np.testing.assert_array_equal(views[0], img[:, :6, :6])
     np.testing.assert_array_equal(views[5], img[:, :6, :6][:, :, ::-1])
+
+
+@pytest.mark.parametrize("size", [32, 128])
+def test_morph_is_a_3x3_max_scaled_by_canvas_size(size):
+    rng = np.random.default_rng(0)
+    img = (rng.random((8, size, size, 1)) > 0.9).astype(np.float32)
+    seeds = tf.constant([[k, 7] for k in range(8)], tf.int64)
+    out = augment.augment_images(img, seeds, dict(morph_p=1.0)).numpy()
+    dil = tf.nn.max_pool2d(img, 3, 1, "SAME").numpy()
+    ero = -tf.nn.max_pool2d(-img, 3, 1, "SAME").numpy()
+    s = min(1.0, size / 128)
+    for k in range(8):  # each image is either the scaled dilation or the scaled erosion
+        cands = [img[k] + s * (dil[k] - img[k]), img[k] + s * (ero[k] - img[k])]
+        assert min(np.abs(out[k] - c).max() for c in cands) < 1e-6
+    if size == 32:  # a 1 px line keeps ink after erosion on a small canvas
+        line = np.zeros((1, size, size, 1), np.float32)
+        line[0, 5:25, 10] = 1.0
+        for k in range(8):
+            o = augment.augment_images(line, tf.constant([[k, 1]], tf.int64), dict(morph_p=1.0)).numpy()
+            assert o.sum() > 0.5 * line.sum()
