@@ -12,18 +12,27 @@ timed in turn within every repeat (so load from other processes hits all of
 them alike); each figure is the median over repeats after warm-up, timed as
 n iterations of a tf.while_loop inside one tf.function (no Python dispatch).
 
-Prints a table, then ONE JSON line of headline ratios (fp32 time / op time,
-summed over L2..L5) with the targets and the measured popcount roofline.
+Whole model: batch-1 latency of float Sketch-A-Net (Keras, fp32) vs the
+binary-weight and XNOR Sketch-A-Nets converted by sketchtf.binarize (packed
+weights, C++ ops; L1 and L8 float), at the paper's 225 px / 250 classes by
+default, timed the same way (whole forward pass in a graph loop, median of
+--model-repeats, variants interleaved). Random weights: speed does not depend
+on them, and packed outputs are checked against the Keras model first. Model
+size: float32 weight bytes and the .h5 weights file of float Sketch-A-Net vs
+the packed binary-weight file (paper: 32.72 MB -> 1.82 MB).
+
+Prints tables, then ONE JSON line of headline ratios (fp32 time / op time,
+summed over L2..L5; whole-model ratios; sizes) with the targets and the
+measured popcount roofline.
 
     python benchmarks/xnor_conv.py [--repeats 9] [--batches 1,32] [--threads 0]
     python benchmarks/xnor_conv.py --threads 1 --clock cpu   # per core, load-independent
-
-Whole-model latency is measured elsewhere; `measure_layers` returns the
-per-layer rows for reuse.
+    python benchmarks/xnor_conv.py --model-size 128 --classes 10   # the qd10 "128" configs
 """
 import argparse
 import json
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -40,7 +49,9 @@ LAYERS = {
     "L5": (15, 256, 256, 3, "SAME"),
 }
 VARIANTS = ("fp32", "xnor", "xnor+pack", "bw")
-TARGETS = {"xnor_vs_fp32_b32": 10.0, "xnor_vs_fp32_b1": 6.0, "bw_vs_fp32": 1.0}
+TARGETS = {"xnor_vs_fp32_b32": 10.0, "xnor_vs_fp32_b1": 6.0, "bw_vs_fp32": 1.0,
+           "model_bw_vs_float_b1": 2.0, "paper_size_mb": [32.72, 1.82]}
+MODELS = ("float", "binary_weight", "xnor", "xnor_k")
 
 
 def _layer_fns(hw, cin, cout, k, padding, batch, seed):
@@ -70,7 +81,6 @@ def _layer_fns(hw, cin, cout, k, padding, batch, seed):
     np.testing.assert_allclose(ops["xnor+pack"][0](x), ref_xnor, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(ops["bw"][0](x), ref_bw, rtol=1e-4, atol=1e-3)
     return {v: (_looped(op), arg) for v, (op, arg) in ops.items()}
-    return fns
 
 
 def _looped(op):
@@ -132,6 +142,70 @@ def measure_layers(batches=(1, 32), repeats=9, warmup=2, min_sample_s=0.02, laye
     return rows
 
 
+def _random_weights(model, seed):
+    """Glorot-like random weights, BN statistics near what training gives."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        shape = tuple(w.shape)
+        if "moving_variance" in w.name or "gamma" in w.name:
+            w.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        elif len(shape) > 1:
+            w.assign((rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[:-1]))).astype(np.float32))
+        else:
+            w.assign((rng.standard_normal(shape) * 0.1).astype(np.float32))
+
+
+def build_models(size=225, classes=250, seed=0):
+    """{variant: (forward fn for a graph, Keras model)} plus packed files' sizes."""
+    from sketchtf import binarize
+    from sketchtf.models import build_model
+
+    shape = (size, size, 1)
+    keras_models = {
+        "float": build_model("sketchanet", num_classes=classes, input_shape=shape),
+        "binary_weight": build_model("sketchanet_binary", num_classes=classes, input_shape=shape),
+        "xnor": build_model("sketchanet_xnor", num_classes=classes, input_shape=shape),
+        "xnor_k": build_model("sketchanet_xnor", num_classes=classes, input_shape=shape,
+                              input_scaling=True),
+    }
+    for i, m in enumerate(keras_models.values()):
+        _random_weights(m, seed + i)
+    x = tf.constant(np.random.default_rng(seed).random((2, *shape)), tf.float32)
+    fns, sizes = {"float": lambda t: keras_models["float"](t, training=False)}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        h5 = os.path.join(tmp, "float.h5")
+        keras_models["float"].save_weights(h5)
+        sizes["float_h5_bytes"] = os.path.getsize(h5)
+        sizes["float32_weight_bytes"] = 4 * int(keras_models["float"].count_params())
+        for v in MODELS[1:]:
+            packed = binarize.pack_model(keras_models[v])
+            want = keras_models[v](x, training=False).numpy()
+            np.testing.assert_allclose(packed(x).numpy(), want, rtol=1e-3,
+                                       atol=1e-3 * np.abs(want).max())
+            sizes[f"{v}_packed_bytes"] = packed.save(os.path.join(tmp, f"{v}.sktb"))
+            fns[v] = packed.forward
+    return fns, sizes
+
+
+def measure_models(size=225, classes=250, batch=1, repeats=21, warmup=2, min_sample_s=0.05):
+    """Whole-model latency (seconds per forward pass, median) and sizes."""
+    fns, sizes = build_models(size, classes)
+    x = tf.constant(np.random.default_rng(1).random((batch, size, size, 1)), tf.float32)
+    looped = {v: _looped(fn) for v, fn in fns.items()}
+    calls = {}
+    for v, run in looped.items():
+        for _ in range(warmup):
+            _time_calls(run, x, 2)
+        calls[v] = max(1, int(min_sample_s / max(_time_calls(run, x, 4), 1e-6)))
+    samples = {v: [] for v in looped}
+    for _ in range(repeats):
+        for v, run in looped.items():
+            samples[v].append(_time_calls(run, x, calls[v]))
+    sec = {v: float(np.median(s)) for v, s in samples.items()}
+    return dict(size=size, classes=classes, batch=batch, seconds=sec, sizes=sizes,
+                vs_float={v: sec["float"] / sec[v] for v in MODELS[1:]})
+
+
 def summarize(rows, roofline_all):
     """Headline ratios over the whole L2..L5 stack (sums of per-layer times)."""
     out = {}
@@ -156,6 +230,10 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--layers", default="", help="comma list, e.g. L2,L4 (default all)")
     ap.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    ap.add_argument("--model-size", type=int, default=225, help="whole-model input side (px)")
+    ap.add_argument("--classes", type=int, default=250, help="whole-model classes (250: TU-Berlin)")
+    ap.add_argument("--model-repeats", type=int, default=21)
+    ap.add_argument("--skip-models", action="store_true", help="layer table only")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                     help="cpu = process CPU time: with --threads 1 it ignores time the OS gives "
                          "to other processes (a per-core figure on a shared machine)")
@@ -190,6 +268,30 @@ def main(argv=None):
         print(f"popcount roofline ({p}): {one/1e9:.2f} Gword/s one thread, "
               f"{allt/1e9:.2f} Gword/s all threads")
     summary = summarize(rows, roof_paths[path][1])
+    if not args.skip_models:
+        mm = measure_models(args.model_size, args.classes, repeats=args.model_repeats)
+        print(f"\nwhole model, batch 1, {mm['size']} px, {mm['classes']} classes "
+              f"(median of {args.model_repeats}):")
+        for v in MODELS:
+            ratio = "" if v == "float" else f"  {mm['vs_float'][v]:.2f}x vs float"
+            print(f"  {v:14} {mm['seconds'][v] * 1e3:8.3f} ms{ratio}")
+        z = mm["sizes"]
+        print(f"model size: float32 weights {z['float32_weight_bytes'] / 1e6:.2f} MB, .h5 "
+              f"{z['float_h5_bytes'] / 1e6:.2f} MB; packed binary-weight "
+              f"{z['binary_weight_packed_bytes'] / 1e6:.3f} MB, XNOR {z['xnor_packed_bytes'] / 1e6:.3f} MB")
+        summary.update({
+            "model_px": mm["size"], "model_classes": mm["classes"],
+            "model_float_b1_ms": round(mm["seconds"]["float"] * 1e3, 3),
+            **{f"model_{v}_b1_ms": round(mm["seconds"][v] * 1e3, 3) for v in MODELS[1:]},
+            "model_bw_vs_float_b1": round(mm["vs_float"]["binary_weight"], 2),
+            "model_xnor_vs_float_b1": round(mm["vs_float"]["xnor"], 2),
+            "model_xnor_k_vs_float_b1": round(mm["vs_float"]["xnor_k"], 2),
+            "float32_weights_mb": round(z["float32_weight_bytes"] / 1e6, 3),
+            "float_h5_mb": round(z["float_h5_bytes"] / 1e6, 3),
+            "packed_bw_mb": round(z["binary_weight_packed_bytes"] / 1e6, 3),
+            "packed_xnor_mb": round(z["xnor_packed_bytes"] / 1e6, 3),
+            "size_ratio_h5_vs_packed_bw": round(z["float_h5_bytes"] / z["binary_weight_packed_bytes"], 1),
+        })
     summary["path"] = path
     summary["threads"] = threads
     summary["clock"] = args.clock

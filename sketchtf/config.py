@@ -84,7 +84,7 @@ def experiment(model: str, *, data=None, model_kwargs=None, **train) -> ml_colle
     c.eval_split = "test"
     c.jit_compile = False
     c.data = data if data is not None else data_config()
-    c.model = ml_collections.ConfigDict(dict(name=model, weights="", init_from="", kwargs=dict(model_kwargs or {})))
+    c.model = ml_collections.ConfigDict(dict(name=model, weights="", init_from="", init_by_name=False, kwargs=dict(model_kwargs or {})))
     c.train = ml_collections.ConfigDict(dict(
         epochs=10, batch_size=64, steps_per_epoch=0, optimizer="adam", lr=1e-3, schedule="constant",
         decay_steps=1000, decay_rate=0.96, warmup_frac=0.0, weight_decay=1e-4, momentum=0.9,

@@ -135,7 +135,7 @@ def train_and_evaluate(config, workdir):
         json.dump(info.class_names, f)
     model = make_model(config, len(info.class_names))
     if config.model.get("init_from"):
-        init_from_workdir(model, config.model.init_from)
+        init_from_workdir(model, config.model.init_from, by_name=bool(config.model.get("init_by_name")))
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
     compile_model(model, config, steps)
     model.summary(print_fn=lambda s: None)
@@ -151,21 +151,52 @@ def latest_checkpoint(workdir):
     return path
 
 
-def init_from_workdir(model, workdir):
+def init_from_workdir(model, workdir, by_name=False):
     """Starts `model` from another run's last checkpoint (config model.init_from).
 
-    The checkpoint is matched by object structure, so a model with the same
-    layers works even when their classes differ (e.g. float Sketch-A-Net ->
-    BinaryConv2D Sketch-A-Net, as seed C initialises its binary nets). Every
-    variable of `model` must be found; extra checkpoint entries (optimizer) are
-    ignored."""
+    Default: the checkpoint is matched by object structure, so a model with the
+    same layers works even when their classes differ (e.g. float Sketch-A-Net ->
+    BinaryConv2D Sketch-A-Net, as seed C initialises its binary nets); every
+    variable of `model` must be found; extra entries (optimizer) are ignored.
+    by_name (config model.init_by_name): for models that add layers (the XNOR
+    net's BN layers), weights are copied layer by layer where names match (see
+    copy_weights_by_name). Returns the checkpoint path."""
     path = latest_checkpoint(workdir)
+    if by_name:
+        src, _, _ = load_trained_model(workdir)
+        copy_weights_by_name(src, model, source=path)
+        return path
     try:
         status = tf.train.Checkpoint(model=model).restore(path)
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
-        raise ValueError(f"model.init_from: cannot start {model.name} from {path}: {e}") from None
+        raise ValueError(f"model.init_from: cannot start {model.name} from {path}: {e} "
+                         "(set model.init_by_name=True to copy weights by layer name)") from None
     return path
+
+
+def copy_weights_by_name(src, dst, *, source="source model"):
+    """Copies weights from `src` into `dst` layer by layer where names match.
+
+    Layers of `dst` with no namesake in `src` keep their initial values; a
+    namesake with other weight shapes is an error naming the layer, and so is
+    copying nothing at all. Returns the copied layer names."""
+    src_layers = {layer.name: layer for layer in src.layers}
+    copied = []
+    for layer in dst.layers:
+        other = src_layers.get(layer.name)
+        if not layer.weights or other is None:
+            continue
+        theirs = other.get_weights()
+        mine = [tuple(w.shape) for w in layer.weights]
+        if [t.shape for t in theirs] != mine:
+            raise ValueError(f"model.init_from {source}: layer {layer.name!r} weight shapes differ: "
+                             f"{dst.name} has {mine}, {src.name} has {[t.shape for t in theirs]}")
+        layer.set_weights(theirs)
+        copied.append(layer.name)
+    if not copied:
+        raise ValueError(f"model.init_from {source}: no layer of {dst.name} has a namesake in {src.name}")
+    return copied
 
 
 def load_trained_model(workdir):
