@@ -52,6 +52,6 @@ setup(
     packages=find_packages(include=["sketchtf", "sketchtf.*"]),
     package_data={"sketchtf": ["web/*"]},
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout"]},
+    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout", "selenium>=4.20"]},
     cmdclass={"build_py": BuildPyWithOps},
 )
