@@ -50,7 +50,7 @@ def _load_families():
     # Importing the family modules runs their @register decorators; done lazily so
     # `registry` itself has no import cycle with them.
     from sketchtf.models import applications, mobilenetv2, sketchanet, sketchnet  # noqa: F401
-    from sketchtf.models import binary_sketchanet  # noqa: F401
+    from sketchtf.models import binary_sketchanet, frozen_mlp  # noqa: F401
 
 
 def _check_input_shape(input_shape) -> tuple:
