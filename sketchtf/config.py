@@ -83,6 +83,12 @@ def experiment(model: str, *, data=None, model_kwargs=None, **train) -> ml_colle
     c.seed = 0
     c.eval_split = "test"
     c.jit_compile = False
+    # tf.distribute and precision (sketchtf/distribute.py, docs/distribute.md)
+    c.strategy = "default"          # default | mirrored | multi_worker (TF_CONFIG) | tpu
+    c.tpu_address = ""              # TPUClusterResolver address for strategy=tpu
+    c.mixed_precision = ""          # "" (float32) | mixed_float16 | mixed_bfloat16
+    c.lr_scaling = "linear"         # train.lr x replicas ("none": as given); batch_size is per replica
+    c.sync_batchnorm = False        # BatchNorm statistics over the global batch (all replicas)
     c.data = data if data is not None else data_config()
     c.model = ml_collections.ConfigDict(dict(name=model, weights="", init_from="", init_by_name=False, kwargs=dict(model_kwargs or {})))
     c.train = ml_collections.ConfigDict(dict(

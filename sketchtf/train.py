@@ -5,6 +5,10 @@
   tensorboard --logdir runs/sketchnet/tb
 
 Rerunning the same command after a crash continues from the last finished epoch.
+The same config scales out with one field (docs/distribute.md):
+  --config.strategy=mirrored                      all GPUs of this machine
+  python -m sketchtf.launch --workers=2 -- ...    local multi-worker (TF_CONFIG set per worker)
+  --config.mixed_precision=mixed_float16          16-bit compute, float32 logits, loss scaling
 """
 from absl import app, flags
 from ml_collections import config_flags

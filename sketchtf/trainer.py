@@ -9,11 +9,21 @@ Workdir layout:
   tb/                TensorBoard (train/, validation/, eval/)
   history.csv        per-epoch logs (appended across resumes); run_log.txt
   metrics.json, report.md   final evaluation on the eval split
+
+Distribution (config.strategy, sketchtf/distribute.py): the model, optimizer and
+metrics are built inside `run_scope(config)` (which also sets the mixed
+precision policy); the training dataset is batched with the GLOBAL batch
+(train.batch_size is per replica) and Keras fit splits it over the replicas.
+Under multi-worker only the chief writes the files above; the other workers
+write into workdir/workertemp_<task>/ (removed after training) and restore
+crash-resume state from the chief's backup/.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -21,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from sketchtf import callbacks as cb
-from sketchtf import optim, report
+from sketchtf import distribute, optim, report
 from sketchtf.config import load_saved_config, save_config
 from sketchtf.data import pipeline
 from sketchtf.keras import keras
@@ -37,27 +47,78 @@ def input_shape(config):
     return (int(d.image_size), int(d.image_size), int(d.channels))
 
 
+def get_strategy(config):
+    """The run's tf.distribute strategy (config.strategy; one per process)."""
+    return distribute.strategy_from_config(config)
+
+
+@contextlib.contextmanager
+def run_scope(config):
+    """Build every Keras object of a run inside this: the strategy's scope with
+    the config's precision policy set (restored on exit). Yields the strategy.
+
+        with trainer.run_scope(config) as strategy:
+            model = trainer.make_model(config, n)      # Distiller, teacher too
+            trainer.compile_model(model, config, steps)
+            trainer.fit_and_report(...)
+    """
+    strategy = get_strategy(config)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(distribute.precision_policy(config))
+    try:
+        with strategy.scope():
+            yield strategy
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def make_model(config, num_classes):
+    """The zoo model of the config. Under a mixed precision policy (set by
+    run_scope) its logits are cast to float32; config.sync_batchnorm makes its
+    BatchNorm layers use global-batch statistics."""
     kwargs = dict(config.model.get("kwargs", {}) or {})
-    return build_model(config.model.name, num_classes=num_classes, input_shape=input_shape(config),
-                       weights=config.model.get("weights", None) or None, **kwargs)
+    model = build_model(config.model.name, num_classes=num_classes, input_shape=input_shape(config),
+                        weights=config.model.get("weights", None) or None, **kwargs)
+    model = distribute.float32_logits(model)
+    if config.get("sync_batchnorm", False):
+        distribute.synchronize_batchnorm(model)
+    return model
 
 
-def build_data(config, *, with_index=False):
-    """(train_ds, train_info, eval_ds, eval_info) with one shared vocabulary."""
+def build_data(config, *, with_index=False, strategy=None):
+    """(train_ds, train_info, eval_ds, eval_info) with one shared vocabulary.
+
+    The training set is batched with the global batch (train.batch_size x the
+    strategy's replicas; strategy defaults to config.strategy's); evaluation
+    runs on one device with eval.batch_size."""
     seed = int(config.get("seed", 0))
-    bs = int(config.train.batch_size)
+    strategy = strategy or get_strategy(config)
+    per_replica = int(config.train.batch_size)
+    bs = distribute.global_batch_size(per_replica, distribute.replicas(strategy))
     train_ds, info = pipeline.make_dataset(config.data, "train", batch_size=bs, training=True, seed=seed,
                                            with_index=with_index)
     split = config.get("eval_split", "test")
-    eval_ds, einfo = pipeline.make_dataset(config.data, split, batch_size=int(config.eval.get("batch_size", bs)),
+    eval_ds, einfo = pipeline.make_dataset(config.data, split,
+                                           batch_size=int(config.eval.get("batch_size", per_replica)),
                                            training=False, class_names=info.class_names)
     return train_ds, info, eval_ds, einfo
 
 
+def build_optimizer(config, steps_per_epoch, strategy=None):
+    """config.train's optimizer with lr scaled by config.lr_scaling for the
+    strategy's replicas; wrapped in a LossScaleOptimizer under mixed_float16
+    (bfloat16 has float32's exponent range and needs no loss scaling)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    opt = optim.build_optimizer(distribute.scaled_train_config(config, distribute.replicas(strategy)),
+                                steps_per_epoch)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        opt = keras.mixed_precision.LossScaleOptimizer(opt)
+    return opt
+
+
 def compile_model(model, config, steps_per_epoch):
     model.compile(
-        optimizer=optim.build_optimizer(config.train, steps_per_epoch),
+        optimizer=build_optimizer(config, steps_per_epoch, model.distribute_strategy),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True) if not config.train.get("label_smoothing") else _smoothed_loss(config),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
@@ -74,20 +135,29 @@ def _smoothed_loss(config):
     return loss
 
 
-def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None):
+def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None, strategy=None):
     """The callback list shared by plain training and distillation.
 
-    target: the model to checkpoint and evaluate when fit runs on a wrapper."""
-    tb_dir = os.path.join(workdir, "tb")
+    target: the model to checkpoint and evaluate when fit runs on a wrapper.
+    strategy: the fit model's; a non-chief worker runs the same saves and
+    evaluations (they all-reduce) into its temporary folder and keeps no
+    run log or history."""
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    out = distribute.worker_dir(workdir, strategy)
+    tb_dir = os.path.join(out, "tb")
     guard = cb.NanGuard()
-    ckpt = cb.SafeCheckpoint(os.path.join(workdir, "checkpoints"), guard, target=target)
+    ckpt = cb.SafeCheckpoint(os.path.join(out, "checkpoints"), guard, target=target)
     evaluator = cb.EvalCallback(eval_ds, class_names, tb_dir, every=int(config.eval.get("every", 1)),
                                 samples=samples, target=target)
+    # Every worker reads workdir/backup; tf_keras sends non-chief writes to a temp dir.
     backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
                                               save_freq=config.train.get("backup_every", "epoch"))
-    callbacks = [cb.RunLog(workdir), guard, evaluator, cb.LearningRateLogger(), ckpt, backup,
-                 keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0),
-                 keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True)]
+    callbacks = ([cb.RunLog(workdir)] if chief else []) + [
+        guard, evaluator, cb.LearningRateLogger(), ckpt, backup,
+        keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0)]
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True))
     return callbacks, guard, ckpt, evaluator
 
 
@@ -103,23 +173,42 @@ def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, ti
     student is `model`); checkpoints and evaluation always track `model`.
     """
     fit_model = fit_model or model
+    strategy = fit_model.distribute_strategy
     epochs = int(config.train.epochs)
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
-    callbacks, guard, ckpt, _ = standard_callbacks(config, workdir, eval_ds, info.class_names,
-                                                   _samples(train_ds), target=model)
+    callbacks, guard, ckpt, evaluator = standard_callbacks(config, workdir, eval_ds, info.class_names,
+                                                           None, target=model, strategy=strategy)
     t0 = time.time()
     fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
                   verbose=int(config.train.get("verbose", 1)))
     wall = time.time() - t0
+    if distribute.is_chief(strategy):
+        # The TensorBoard input preview iterates train_ds, and a seeded reshuffling
+        # dataset orders each new iterator differently: drawn after fit, fit's
+        # iterator is the first under every strategy (the distributed copies
+        # start fresh), so all strategies train on the same batches.
+        evaluator.samples = _samples(train_ds)
+        evaluator.on_train_begin()
     if guard.hit_nan:
         path = ckpt.restore_last_good()
         raise NonFiniteLossError(f"training stopped on a non-finite loss; last good checkpoint: {path}")
+    # Every worker evaluates (BatchNorm statistics are all-reduced when read); the chief writes.
     result, loss = cb.predict_scores(model, eval_ds, info.class_names)
+    if not distribute.is_chief(strategy):
+        shutil.rmtree(distribute.worker_dir(workdir, strategy), ignore_errors=True)
+        return result
+    n = distribute.replicas(strategy)
     run = dict(model=config.model.name, params=int(model.count_params()), epochs=epochs,
                steps_per_epoch=steps, batch_size=int(config.train.batch_size),
                image_size=int(config.data.image_size), train_examples=info.num_examples,
                eval_examples=einfo.num_examples, eval_loss=round(loss, 4), fit_wall_s=round(wall, 1),
                skipped_train=info.skipped, command=" ".join(sys.argv))
+    if n > 1 or distribute.strategy_name(config) != "default":
+        run.update(strategy=distribute.strategy_name(config), replicas=n,
+                   global_batch_size=distribute.global_batch_size(config.train.batch_size, n),
+                   lr=float(config.train.lr) * distribute.lr_scale(config, n))
+    if distribute.precision_policy(config) != "float32":
+        run.update(mixed_precision=distribute.precision_policy(config))
     run.update(extra or {})
     report.write_report(workdir, result, title=title, extra=run)
     return result
@@ -127,20 +216,25 @@ def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, ti
 
 def train_and_evaluate(config, workdir):
     """Trains config.model on config.data; returns the final metrics dict."""
+    strategy = get_strategy(config)  # first: multi-worker / TPU set up the runtime
+    chief = distribute.is_chief(strategy)
     os.makedirs(workdir, exist_ok=True)
-    save_config(config, workdir)
+    if chief:
+        save_config(config, workdir)
     keras.utils.set_random_seed(int(config.get("seed", 0)))
-    train_ds, info, eval_ds, einfo = build_data(config)
-    with open(os.path.join(workdir, "classes.json"), "w") as f:
-        json.dump(info.class_names, f)
-    model = make_model(config, len(info.class_names))
-    if config.model.get("init_from"):
-        init_from_workdir(model, config.model.init_from, by_name=bool(config.model.get("init_by_name")))
-    steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
-    compile_model(model, config, steps)
-    model.summary(print_fn=lambda s: None)
-    return fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo,
-                          title=f"{config.model.name} on {config.data.source}")
+    train_ds, info, eval_ds, einfo = build_data(config, strategy=strategy)
+    if chief:
+        with open(os.path.join(workdir, "classes.json"), "w") as f:
+            json.dump(info.class_names, f)
+    with run_scope(config):
+        model = make_model(config, len(info.class_names))
+        if config.model.get("init_from"):
+            init_from_workdir(model, config.model.init_from, by_name=bool(config.model.get("init_by_name")))
+        steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
+        compile_model(model, config, steps)
+        model.summary(print_fn=lambda s: None)
+        return fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo,
+                              title=f"{config.model.name} on {config.data.source}")
 
 
 def latest_checkpoint(workdir):
