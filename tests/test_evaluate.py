@@ -22,3 +22,23 @@ def test_ten_view_needs_a_larger_render():
     c = smoke(experiment("sketchanet"), image_size=88)
     with pytest.raises(ValueError, match="render_size"):
         evaluate.evaluate_ten_view(None, c, list(synthetic.CLASSES))
+
+
+def test_tflite_evaluation_equals_keras_within_the_gate(tmp_path):
+    import json
+    from sketchtf import trainer
+    from sketchtf.quantize import float_tflite
+    c = smoke(experiment("sketchnet"), image_size=32)
+    wd = str(tmp_path / "run")
+    trainer.train_and_evaluate(c, wd)
+    model, config, classes = trainer.load_trained_model(wd)
+    path = tmp_path / "float.tflite"
+    path.write_bytes(float_tflite(model))
+    keras_m, _ = evaluate.evaluate_workdir(wd, "test")
+    tfl_m, out = evaluate.evaluate_tflite(wd, str(path), "test")
+    assert out.endswith("eval_test_float")
+    # gate: <= 1 % of test images may change class between Keras and TFLite float
+    cm_k, cm_t = np.asarray(keras_m["confusion"]), np.asarray(tfl_m["confusion"])
+    assert np.abs(cm_k - cm_t).sum() / 2 <= 0.01 * keras_m["num_examples"]
+    saved = json.loads((tmp_path / "run" / "eval_test_float" / "metrics.json").read_text())
+    assert saved["top1"] == tfl_m["top1"] and saved["extra"]["io_dtype"] == "float32"

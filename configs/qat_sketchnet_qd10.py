@@ -1,0 +1,35 @@
+"""QAT fine-tune (or PTQ) of a trained float student on quickdraw_10class_ndjson, then INT8 TFLite.
+
+  python -m sketchtf.quantize --config=configs/qat_sketchnet_qd10.py --workdir=runs/qat_sketchnet \
+      --config.quantize.float_workdir=runs/sketchnet [--config.data.image_size=64]
+
+arg (comma-separated): a student name (sketchnet, mobilenetv2, mobilenetv2_s1,
+mobilenetv2_s2; default sketchnet), "ptq" (no fine-tune: static PTQ only),
+"uint8" (uint8 input/output), "smoke" (tiny synthetic run for tests).
+data.image_size must be the float run's (checked).
+"""
+from sketchtf.config import experiment, quickdraw10, smoke
+from sketchtf.quantize import quantize_defaults
+
+STUDENTS = ("sketchnet", "mobilenetv2", "mobilenetv2_s1", "mobilenetv2_s2")
+
+
+def get_config(arg=None):
+    parts = [p for p in (arg or "").split(",") if p]
+    unknown = [p for p in parts if p not in STUDENTS + ("ptq", "uint8", "smoke")]
+    if unknown:
+        raise ValueError(f"qat config: unknown arg {unknown}; use {STUDENTS}, ptq, uint8, smoke")
+    model = next((p for p in parts if p in STUDENTS), "sketchnet")
+    # Fine-tuning from a converged float model: a tenth of its learning rate, few epochs.
+    c = experiment(model, data=quickdraw10(image_size=128), epochs=2, batch_size=64, lr=1e-4)
+    c.quantize = quantize_defaults()
+    c.quantize.float_workdir = f"runs/{model}"
+    if "ptq" in parts:
+        c.quantize.mode = "ptq"
+    if "uint8" in parts:
+        c.quantize.io_dtype = "uint8"
+    if "smoke" in parts:
+        smoke(c)
+        c.quantize.representative_size = 20
+        c.quantize.probe_per_class = 4
+    return c
