@@ -3,13 +3,9 @@
   python -m sketchtf.quantize --config=configs/qat_mobilenetv2_s1_qd10.py --workdir=runs/qat_mobilenetv2_s1 \
       --config.quantize.float_workdir=runs/mobilenetv2_s1
 """
-import importlib.util
-import pathlib
-
-_spec = importlib.util.spec_from_file_location("qat_base", pathlib.Path(__file__).with_name("qat_sketchnet_qd10.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from sketchtf.config import sibling_config
 
 
 def get_config(arg=None):
-    return _base.get_config(",".join(["mobilenetv2_s1"] + [p for p in (arg or "").split(",") if p]))
+    parts = ["mobilenetv2_s1"] + [p for p in (arg or "").split(",") if p]
+    return sibling_config(__file__, "qat_sketchnet_qd10.py", ",".join(parts))

@@ -8,20 +8,11 @@ Sketch-A-Net of the same input size:
       --workdir=runs/sketchanet_binary_128 --config.model.init_from=runs/sketchanet_128
   python -m sketchtf.binarize --workdir=runs/sketchanet_binary_128 --out=runs/sketchanet_binary_128.sktb
 """
-import importlib.util
-import os
-
-
-def _float_recipe(arg):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sketchanet_qd10.py")
-    spec = importlib.util.spec_from_file_location("_sketchanet_qd10", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from sketchtf.config import sibling_config
 
 
 def get_config(arg=None):
-    c = _float_recipe(arg)
+    c = sibling_config(__file__, "sketchanet_qd10.py", arg)
     c.model.name = "sketchanet_binary"
     c.export.model_name = "sketchanet_binary"
     c.model.kwargs = dict(ste="xnor")

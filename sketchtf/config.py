@@ -63,6 +63,17 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
     return c
 
 
+def sibling_config(config_file: str, name: str, arg=None) -> ml_collections.ConfigDict:
+    """get_config(arg) of another configs/*.py beside `config_file`, so a variant
+    (e.g. binary Sketch-A-Net) builds on its base recipe instead of copying it."""
+    import importlib.util
+    path = pathlib.Path(config_file).resolve().with_name(name)
+    spec = importlib.util.spec_from_file_location(f"_sketchtf_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config into the workdir (config.json)."""
     os.makedirs(workdir, exist_ok=True)
