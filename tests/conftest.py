@@ -6,9 +6,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-# ../shared/data beside the project root (CI clones main with ../shared next to it).
+# ../shared/data beside the project root (CI clones main with ../shared next to it);
+# $SKETCHTF_DATA overrides it, as for sketchtf.config.shared_data_dir.
 SHARED_DATA = pathlib.Path(
-    os.environ.get("SKETCHTF_SHARED_DATA",
+    os.environ.get("SKETCHTF_DATA",
                    pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
@@ -16,7 +17,7 @@ def shared_path(*parts):
     """Path under ../shared/data, or skip the test with a clear message."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"real data not found at {p} (set SKETCHTF_SHARED_DATA)")
+        pytest.skip(f"real data not found at {p} (set SKETCHTF_DATA)")
     return p
 
 
