@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import zlib
 
 import numpy as np
@@ -434,11 +435,15 @@ def size_report(entries):
 
 # ------------------------------------------------------------------- command
 
-def binarize_workdir(workdir, out, check=4):
-    """Packs a trained run's model into `out`; returns a dict of sizes and the check."""
+def binarize_workdir(workdir, out, check=4, eval_split=""):
+    """Packs a trained run's model into `out`; returns a dict of sizes and the check.
+
+    eval_split: also evaluate the reloaded packed model (C++ ops) on that split
+    through the same pipeline and metrics as training, into
+    <workdir>/eval_<split>_packed/ (metrics.json, report.md)."""
     from sketchtf.trainer import load_trained_model
 
-    model, _, class_names = load_trained_model(workdir)
+    model, config, class_names = load_trained_model(workdir)
     if not any(isinstance(layer, (BinaryConv2D, BinaryDense)) for layer in model.layers):
         raise ValueError(f"{workdir}: {model.name} has no BinaryConv2D/BinaryDense layer to pack")
     packed = pack_model(model, class_names)
@@ -449,6 +454,19 @@ def binarize_workdir(workdir, out, check=4):
         reloaded = load(out)
         result["check_max_abs_logit_diff"] = float(
             tf.reduce_max(tf.abs(reloaded(x) - model(x, training=False))))
+    if eval_split:
+        from sketchtf import report
+        from sketchtf.callbacks import predict_scores
+        from sketchtf.data import pipeline
+
+        ds, _ = pipeline.make_dataset(config.data, eval_split, batch_size=int(config.eval.get("batch_size", 64)),
+                                      training=False, class_names=class_names)
+        packed_model = load(out)
+        metrics, _ = predict_scores(lambda x, training=False: packed_model.forward(x), ds, class_names)
+        report.write_report(os.path.join(workdir, f"eval_{eval_split}_packed"), metrics,
+                            title=f"{model.name} packed ({os.path.basename(out)}) on {eval_split}",
+                            extra=dict(file_bytes=result["file_bytes"], command=" ".join(sys.argv)))
+        result["eval"] = {k: metrics[k] for k in ("top1", "top5", "macro_f1")}
     return result
 
 
@@ -456,7 +474,7 @@ def main(argv):
     del argv
     f = flags.FLAGS
     try:
-        r = binarize_workdir(f.workdir, f.out, f.check)
+        r = binarize_workdir(f.workdir, f.out, f.check, f.eval_split)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}")
     print(f"wrote {f.out}: {r['file_bytes']} bytes; float32 weights {r['total_float32_bytes']} "
@@ -465,11 +483,16 @@ def main(argv):
     if "check_max_abs_logit_diff" in r:
         print(f"check: max |packed - keras| logits on {f.check} random images = "
               f"{r['check_max_abs_logit_diff']:.3g}")
+    if "eval" in r:
+        e = r["eval"]
+        print(f"packed model on {f.eval_split}: top-1 {e['top1']:.4f}  top-5 {e['top5']:.4f}  "
+              f"macro-F1 {e['macro_f1']:.4f}")
 
 
 if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "Trained run (sketchtf.train workdir) with Binary layers.")
     flags.DEFINE_string("out", None, "Packed model file to write (.sktb).")
+    flags.DEFINE_string("eval_split", "", "Also evaluate the packed model (C++ ops) on this split, e.g. test.")
     flags.DEFINE_integer("check", 4, "Compare packed vs Keras logits on this many random images "
                          "(0 = skip).")
     flags.mark_flags_as_required(["workdir", "out"])

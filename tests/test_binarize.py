@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from sketchtf import binarize
+from sketchtf.callbacks import predict_scores
 from sketchtf.config import save_config
 from sketchtf.keras import keras
 from sketchtf.layers import BinaryConv2D, BinaryDense
@@ -225,10 +226,15 @@ def test_command_line_packs_a_trained_workdir(binary_run, tmp_path):
                                max_to_keep=1).save(checkpoint_number=1)
     out = tmp_path / "packed.sktb"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, "-m", "sketchtf.binarize", f"--workdir={wd}", f"--out={out}"],
-                       capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    r = subprocess.run([sys.executable, "-m", "sketchtf.binarize", f"--workdir={wd}", f"--out={out}",
+                        "--eval_split=test"], capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"wrote {out}" in r.stdout and "check: max |packed - keras|" in r.stdout
+    # the packed model's test metrics (C++ ops) equal the Keras model's on the same pipeline
+    packed = json.loads((wd / "eval_test_packed" / "metrics.json").read_text())
+    _, _, eval_ds, _ = build_data(c)
+    keras_metrics, _ = predict_scores(model, eval_ds, class_names)
+    assert packed["top1"] == pytest.approx(keras_metrics["top1"]) and packed["confusion"] == keras_metrics["confusion"]
     loaded = binarize.load(out)
     np.testing.assert_allclose(loaded(images).numpy(), model(images, training=False).numpy(),
                                rtol=1e-4, atol=1e-5)
