@@ -226,8 +226,10 @@ def test_command_line_packs_a_trained_workdir(binary_run, tmp_path):
                                max_to_keep=1).save(checkpoint_number=1)
     out = tmp_path / "packed.sktb"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # cwd outside the source tree: `python -m` must import the installed package (whose
+    # build step compiled the ops), not the uncompiled sources of the checkout
     r = subprocess.run([sys.executable, "-m", "sketchtf.binarize", f"--workdir={wd}", f"--out={out}",
-                        "--eval_split=test"], capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+                        "--eval_split=test"], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"wrote {out}" in r.stdout and "check: max |packed - keras|" in r.stdout
     # the packed model's test metrics (C++ ops) equal the Keras model's on the same pipeline
