@@ -5,7 +5,7 @@
 set -euo pipefail
 EPOCHS=${EPOCHS:-3}
 OUT=${OUT:-runs/baselines}
-for exp in sketchnet mobilenetv2_s1 mobilenetv2; do
+for exp in sketchnet mobilenetv2_s1 mobilenetv2 mobilenetv2_s2; do
   python -m sketchtf.train --config=configs/${exp}_qd10.py --workdir=$OUT/$exp \
     --config.data.image_size=64 --config.train.epochs=$EPOCHS --config.train.verbose=2
 done
