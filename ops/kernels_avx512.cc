@@ -11,7 +11,6 @@
 namespace sketchtf {
 namespace {
 
-
 void Avx512Bitpack(const float* x, int64_t rows, int64_t c, uint64_t* out) {
   const int64_t words = CeilDiv(c, 64);
   const __m512 zero = _mm512_setzero_ps();
@@ -38,7 +37,8 @@ void Avx512Bitpack(const float* x, int64_t rows, int64_t c, uint64_t* out) {
 // of 8 filters. A patch word is broadcast against it and each 64-bit lane
 // accumulates one filter's popcount: no horizontal sums and no padding of kp
 // (an earlier layout, 8 words of one filter per zmm, padded kp to a multiple
-// of 8 and reduced 16 accumulators per block; it ran L2 at 7x fp32, this ~10x).
+// of 8 and reduced 16 accumulators per block: L2 at batch 32 ran 7.0x fp32 on
+// one core, this layout 11.4x; docs/binary.md).
 constexpr int kGroup = 8;
 
 int64_t Avx512FilterWords(int64_t out_channels, int64_t kp) {
@@ -120,7 +120,7 @@ uint64_t Avx512XorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n
 }  // namespace
 
 const XnorKernel& XnorKernelAvx512() {
-  static const XnorKernel k = {"avx512",           1,        Avx512FilterWords,
+  static const XnorKernel k = {"avx512",           1,                  Avx512FilterWords,
                                Avx512PrepareFilter, Avx512ScratchWords, Avx512PopcountBlock,
                                Avx512Bitpack,       XnorEpilogueAvx2,
                                Avx512XorPopcountStream};
