@@ -52,6 +52,11 @@ setup(
     packages=find_packages(include=["sketchtf", "sketchtf.*"]),
     package_data={"sketchtf": ["web/*"]},
     install_requires=RUNTIME,
-    extras_require={"test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout", "selenium>=4.20"]},
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout", "selenium>=4.20"],
+        # sketchtf.prepare --engine=beam and the TFDS Beam builds. Its pins fit the
+        # TF stack (protobuf 6.x satisfies TF 2.21's >=6.31.1,<8), so one venv holds both.
+        "beam": ["apache-beam>=2.60"],
+    },
     cmdclass={"build_py": BuildPyWithOps},
 )

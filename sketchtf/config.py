@@ -44,7 +44,13 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
         recognized_only=False,
         skip_bad=False,            # count and report bad records instead of failing
         split_seed=0,
-        test_fraction=0.2,
+        test_fraction=0.2,         # sources without a test split of their own: hash of the key
+        valid_fraction=0.0,        # carved from train by the same hash (prepare and in memory)
+        keep_times=False,          # raw Quick Draw point times into prepared shards
+        shuffle_buffer=20000,      # training shuffle buffer (records); memory stays bounded
+        interleave=16,             # shards read at once
+        class_balance="none",      # none | uniform | sqrt: resample classes (shards' manifest counts)
+        verify_shards="size",      # size | sha256 | none: check shards against manifest.json on open
         synthetic_per_class=200,
         synthetic_test_per_class=50,
         synthetic_seed=0,

@@ -402,7 +402,8 @@ def distill_and_evaluate(config, workdir):
     if chief:
         save_config(config, workdir)
     keras.utils.set_random_seed(int(config.get("seed", 0)))
-    train_ds, info, eval_ds, einfo = trainer.build_data(config, with_index=cache == "logits", strategy=strategy)
+    train_ds, info, eval_ds, einfo = trainer.build_data(config, with_index=cache == "logits", strategy=strategy,
+                                                        workdir=workdir)
     if chief:
         with open(os.path.join(workdir, "classes.json"), "w") as f:
             json.dump(info.class_names, f)

@@ -149,6 +149,20 @@ def replicas(strategy: tf.distribute.Strategy) -> int:
     return int(strategy.num_replicas_in_sync)
 
 
+def input_worker(strategy: tf.distribute.Strategy) -> tuple[int, int]:
+    """(index, count) of this process among those reading input: (0, 1) but
+    under multi-worker, where each worker reads its own shards (chief first)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return 0, 1
+    cluster = resolver.cluster_spec().as_dict()
+    tasks = [("chief", i) for i in range(len(cluster.get("chief", [])))] + \
+            [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    if len(tasks) <= 1:
+        return 0, 1
+    return tasks.index((resolver.task_type, int(resolver.task_id))), len(tasks)
+
+
 def global_batch_size(per_replica: int, num_replicas: int) -> int:
     """config.train.batch_size is per replica; one step consumes this many examples."""
     if int(per_replica) < 1 or int(num_replicas) < 1:

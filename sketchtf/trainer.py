@@ -85,18 +85,42 @@ def make_model(config, num_classes):
     return model
 
 
-def build_data(config, *, with_index=False, strategy=None):
+def resumed_steps(workdir, steps_per_epoch):
+    """Training steps a crashed run finished, read from its BackupAndRestore
+    state (backup/chief): whole epochs, or epoch and batch with
+    train.backup_every=N steps. 0 for a new run."""
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "backup", "chief"))
+    if not path:
+        return 0
+    reader = tf.train.load_checkpoint(path)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    if batch >= 0:  # saved mid-epoch (tf_keras resumes at the next batch)
+        return epoch * steps_per_epoch + batch + 1
+    return (epoch + 1) * steps_per_epoch if epoch >= 0 else 0
+
+
+def build_data(config, *, with_index=False, strategy=None, workdir=None):
     """(train_ds, train_info, eval_ds, eval_info) with one shared vocabulary.
 
     The training set is batched with the global batch (train.batch_size x the
     strategy's replicas; strategy defaults to config.strategy's); evaluation
-    runs on one device with eval.batch_size."""
+    runs on one device with eval.batch_size. With the workdir of a crashed run,
+    the training stream starts where the run stopped (resumed_steps), not at
+    the start of the data again."""
     seed = int(config.get("seed", 0))
     strategy = strategy or get_strategy(config)
     per_replica = int(config.train.batch_size)
     bs = distribute.global_batch_size(per_replica, distribute.replicas(strategy))
+    worker = distribute.input_worker(strategy)
     train_ds, info = pipeline.make_dataset(config.data, "train", batch_size=bs, training=True, seed=seed,
-                                           with_index=with_index)
+                                           with_index=with_index, worker=worker)
+    done = resumed_steps(workdir, int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)) \
+        if workdir else 0
+    if done:
+        # Each worker reads its own stream: it consumed its share of each global batch.
+        train_ds, info = pipeline.make_dataset(config.data, "train", batch_size=bs, training=True, seed=seed,
+                                               with_index=with_index, worker=worker, start=done * bs // worker[1])
     split = config.get("eval_split", "test")
     eval_ds, einfo = pipeline.make_dataset(config.data, split,
                                            batch_size=int(config.eval.get("batch_size", per_replica)),
@@ -179,8 +203,9 @@ def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, ti
     callbacks, guard, ckpt, evaluator = standard_callbacks(config, workdir, eval_ds, info.class_names,
                                                            None, target=model, strategy=strategy)
     t0 = time.time()
-    fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                  verbose=int(config.train.get("verbose", 1)))
+    with pipeline.explain_data_errors(config.data):
+        fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
+                      verbose=int(config.train.get("verbose", 1)))
     wall = time.time() - t0
     if distribute.is_chief(strategy):
         # The TensorBoard input preview iterates train_ds, and a seeded reshuffling
@@ -222,7 +247,7 @@ def train_and_evaluate(config, workdir):
     if chief:
         save_config(config, workdir)
     keras.utils.set_random_seed(int(config.get("seed", 0)))
-    train_ds, info, eval_ds, einfo = build_data(config, strategy=strategy)
+    train_ds, info, eval_ds, einfo = build_data(config, strategy=strategy, workdir=workdir)
     if chief:
         with open(os.path.join(workdir, "classes.json"), "w") as f:
             json.dump(info.class_names, f)

@@ -74,11 +74,16 @@ def list_ndjson_classes(directory: PathLike) -> list[str]:
 # ndjson
 # ----------------------------------------------------------------------------
 
-def _iter_lines(f, path: str):
-    """Yields (lineno, bytes or SketchDataError) with bounded memory per line."""
-    lineno = 0
+def _iter_lines(f, path: str, first_lineno: int = 1, end: Optional[int] = None):
+    """Yields (lineno, bytes or SketchDataError) with bounded memory per line.
+
+    Reads from f's position; with `end`, stops before a line starting at or
+    after byte `end` (a chunk of a big file; first_lineno numbers its lines)."""
+    lineno = first_lineno - 1
     limit = MAX_LINE_BYTES
     while True:
+        if end is not None and f.tell() >= end:
+            return
         line = f.readline(limit + 1)
         if not line:
             return
@@ -192,6 +197,61 @@ def read_ndjson(source: Source, *, classes: Optional[Iterable[str]] = None,
                 if (limit_per_class is not None and n + 1 >= limit_per_class
                         and labels_here == {stem}):
                     break  # one-class file, class full: the rest is not read
+
+
+def ndjson_chunks(path: PathLike, chunk_bytes: int) -> list[tuple[int, int, int]]:
+    """Splits one ndjson file at line ends into (start, end, first_line) byte
+    ranges of about chunk_bytes, so several processes can read a multi-GB file.
+
+    One streaming pass counts the lines before each cut (error messages keep
+    their real line numbers); a file within one chunk is not read at all."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    if size <= chunk_bytes:
+        return [(0, size, 1)]
+    cuts, lines, pos, target = [(0, 1)], 0, 0, chunk_bytes
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_DRAIN_CHUNK * 16)
+            if not block:
+                break
+            while target < pos + len(block):
+                nl = block.find(b"\n", max(0, target - pos))
+                if nl < 0:
+                    break  # the line goes on in the next block
+                lines_here = lines + block.count(b"\n", 0, nl + 1)
+                if pos + nl + 1 < size:
+                    cuts.append((pos + nl + 1, lines_here + 1))
+                target = pos + nl + 1 + chunk_bytes
+            lines += block.count(b"\n")
+            pos += len(block)
+    ends = [c[0] for c in cuts[1:]] + [size]
+    return [(start, end, first) for (start, first), end in zip(cuts, ends)]
+
+
+def read_ndjson_chunk(path: PathLike, start: int = 0, end: Optional[int] = None, first_line: int = 1, *,
+                      classes: Optional[Iterable[str]] = None, recognized_only: bool = False,
+                      with_times: bool = True, skip_bad: bool = False,
+                      skipped: Optional[SkipCounter] = None) -> Iterator[Sketch]:
+    """Stroke records of the lines in bytes [start, end) of one ndjson file
+    (a range from ndjson_chunks); as read_ndjson otherwise, `classes` keeping
+    only those labels (the rest counted in skipped.filtered["other_class"])."""
+    path = os.fspath(path)
+    keep = None if classes is None else set(classes)
+    with open(path, "rb") as f:
+        f.seek(start)
+        for lineno, line in _iter_lines(f, path, first_line, end):
+            try:
+                if isinstance(line, SketchDataError):
+                    raise line
+                if not line.strip():
+                    continue
+                rec = _parse_line(line, path, lineno, _stem(path), recognized_only, keep, with_times, skipped)
+            except SketchDataError as err:
+                handle_bad(err, skip_bad, skipped)
+                continue
+            if rec is not None:
+                yield rec
 
 
 def _parse_line(line: bytes, path, lineno, stem, recognized_only, keep, with_times,

@@ -36,6 +36,7 @@ with the same config needs another `data_dir` (or a config of another name).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from typing import Iterator, Optional
@@ -98,10 +99,32 @@ def ragged_strokes(example: dict):
                                              tf.cast(example["stroke_ids"], tf.int64))
 
 
-def _split_ids(ids_by_class: dict, test_fraction: float, seed: int) -> set:
-    from sketchtf.data.image_folder import split_files
-    parts = split_files(ids_by_class, test_fraction=test_fraction, seed=seed)
-    return {(c, i) for c, p in parts.items() for i in p["test"]}
+def _unit_examples(units, opts: dict, split: str, to_example, names):
+    """The examples of `split` from sketchtf.prepare work units (one file, a
+    byte range of a big file, or a class folder each), split by the one rule
+    of shards.assign_split. With apache-beam installed this is a Beam
+    PTransform, so `tfds build` runs on any Beam runner
+    (--beam_pipeline_options="runner=DataflowRunner,..."); else a generator."""
+    fn = functools.partial(_examples_of_unit, opts=opts, split=split, to_example=to_example,
+                           names=frozenset(names))
+    try:
+        import apache_beam as beam
+    except ImportError:
+        return (kv for u in units for kv in fn(u))
+    return beam.Create(units) | beam.FlatMap(fn)
+
+
+def _examples_of_unit(unit, *, opts, split, to_example, names):
+    from sketchtf.data import prepare
+    skipped = SkipCounter()
+    for s_split, s in prepare.split_sketches(unit, opts, skipped):
+        if s.label not in names:
+            # readers label by `word`; a file whose words are not its own name
+            # would otherwise get a label outside the ClassLabel.
+            raise SketchDataError(unit.path, s.id, f"word {s.label!r} is not one of the class files {sorted(names)}")
+        if s_split == split:
+            yield f"{s.label}/{s.id}", to_example(s)
+    _report(skipped, f"{unit.path} ({split})")
 
 
 def _report(skipped: Optional[SkipCounter], what: str) -> None:
@@ -114,22 +137,41 @@ def _report(skipped: Optional[SkipCounter], what: str) -> None:
 @dataclasses.dataclass(eq=False)
 class QuickDrawNdjsonConfig(tfds.core.BuilderConfig):
     """classes: a subset (Google's spelling), default all files; the other
-    fields are read_ndjson's and the split's (when the dir has no subfolders)."""
+    fields are the reader's and the split's (sketchtf.prepare options: a
+    hash of key_id; `valid` is carved from train when valid_fraction > 0)."""
     classes: Optional[tuple] = None
     recognized_only: bool = False
     with_times: bool = True
-    limit_per_class: Optional[int] = None
     test_fraction: float = 0.2
+    valid_fraction: float = 0.0
     seed: int = 0
     skip_bad: bool = False
 
 
+def _plan(source, root, classes, cfg, **extra):
+    """prepare's work units and options for a builder config."""
+    from sketchtf.config import data_config
+    from sketchtf.data import prepare
+    dc = data_config(source=source, path=str(root), classes=tuple(classes), split_seed=cfg.seed,
+                     test_fraction=cfg.test_fraction, valid_fraction=getattr(cfg, "valid_fraction", 0.0),
+                     skip_bad=cfg.skip_bad, **extra)
+    units, _ = prepare.plan(dc)
+    return units, prepare.options(dc)
+
+
+def _split_names(cfg):
+    splits = ["train", "test"]
+    return splits + ["valid"] if getattr(cfg, "valid_fraction", 0.0) > 0 else splits
+
+
 class QuickDrawNdjson(tfds.core.GeneratorBasedBuilder):
-    """Quick, Draw! ndjson strokes from a local folder."""
+    """Quick, Draw! ndjson strokes from a local folder (all 345 classes: ~50M
+    drawings; build it on a Beam runner, see docs/scale.md)."""
 
     name = NDJSON_NAME
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Points + stroke ids from local ndjson files."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "Points + stroke ids from local ndjson files.",
+                     "2.0.0": "Split by a hash of key_id (stable when files are added); Beam."}
     BUILDER_CONFIGS = [QuickDrawNdjsonConfig(name="default",
                                              description="all classes in the manual dir")]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -149,8 +191,8 @@ class QuickDrawNdjson(tfds.core.GeneratorBasedBuilder):
         from sketchtf.data.quickdraw import list_ndjson_classes
         root = dl_manager.manual_dir
         cfg = self.builder_config
-        dirs = {s: root / s for s in ("train", "test") if (root / s).is_dir()}
-        found = sorted(set().union(*(list_ndjson_classes(d) for d in (dirs.values() or [root]))))
+        dirs = [root / s for s in ("train", "test") if (root / s).is_dir()]
+        found = sorted(set().union(*(list_ndjson_classes(d) for d in (dirs or [root]))))
         if not found:
             raise SketchDataError(root, None, "no <class>.ndjson files here (nor in train/, test/)")
         classes = sorted(set(cfg.classes)) if cfg.classes else found
@@ -158,41 +200,14 @@ class QuickDrawNdjson(tfds.core.GeneratorBasedBuilder):
         if missing:
             raise SketchDataError(root, None, f"no ndjson file for classes {missing}")
         self.info.features["label"].names = classes
-        if dirs:
-            # A split folder may lack a class (e.g. no test drawings of it).
-            return {s: self._generate_examples(
-                d, [c for c in classes if (d / f"{c}.ndjson").is_file()], None)
-                for s, d in dirs.items()}
-        ids: dict = {c: [] for c in classes}
-        for s in self._read(root, classes):
-            ids[s.label].append(s.id)
-        test = _split_ids(ids, cfg.test_fraction, cfg.seed)
-        return {"train": self._generate_examples(root, classes, lambda c, i: (c, i) not in test),
-                "test": self._generate_examples(root, classes, lambda c, i: (c, i) in test)}
+        # A split folder may lack a class (e.g. no test drawings of it): plan per file present.
+        present = [c for c in classes if any((d / f"{c}.ndjson").is_file() for d in (dirs or [root]))]
+        units, opts = _plan("quickdraw_ndjson", root, present, cfg, recognized_only=cfg.recognized_only,
+                            keep_times=cfg.with_times)
+        return {s: self._generate_examples(units, opts, s, classes) for s in _split_names(cfg)}
 
-    def _read(self, directory, classes) -> Iterator[Sketch]:
-        from sketchtf.data.quickdraw import read_ndjson
-        cfg = self.builder_config
-        skipped = SkipCounter() if cfg.skip_bad else None
-        for s in read_ndjson(directory, classes=classes, recognized_only=cfg.recognized_only,
-                             with_times=cfg.with_times, limit_per_class=cfg.limit_per_class,
-                             skip_bad=cfg.skip_bad, skipped=skipped):
-            if s.label not in self.info.features["label"].names:
-                # read_ndjson labels by `word`; a file whose words are not its
-                # own name would otherwise get a label outside the ClassLabel.
-                raise SketchDataError(directory, s.id, f"word {s.label!r} is not one of the "
-                                      f"class files {self.info.features['label'].names}")
-            yield s
-        _report(skipped, str(directory))
-
-    def _generate_examples(self, directory, classes, keep):
-        seen: dict = {}
-        for s in self._read(directory, classes):
-            if keep is not None and not keep(s.label, s.id):
-                continue
-            n = seen[s.label] = seen.get(s.label, -1) + 1
-            # Keys must be unique; key_ids normally are, the running index always is.
-            yield f"{s.label}/{n}", sketch_to_example(s)
+    def _generate_examples(self, units, opts, split, names):
+        return _unit_examples(units, opts, split, sketch_to_example, names)
 
 
 # ----------------------------------------------------------------------------- TU-Berlin
@@ -253,23 +268,13 @@ class TuBerlinSvg(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
         root = _class_root(dl_manager.manual_dir, "svg")
-        files = _files_by_class(root, ".svg", cfg.classes)
-        self.info.features["label"].names = sorted(files)
-        parts = _split_ids(files, cfg.test_fraction, cfg.seed)
-        chosen = {s: [root / c / n for c in sorted(files) for n in files[c]
-                      if ((c, n) in parts) == (s == "test")] for s in ("train", "test")}
-        return {s: self._generate_examples(paths) for s, paths in chosen.items()}
+        names = sorted(_files_by_class(root, ".svg", cfg.classes))  # also checks there is something
+        self.info.features["label"].names = names
+        units, opts = _plan("tuberlin_svg", root, names, cfg, samples_per_curve=cfg.samples_per_curve)
+        return {s: self._generate_examples(units, opts, s, names) for s in ("train", "test")}
 
-    def _generate_examples(self, paths):
-        from sketchtf.data.tuberlin import read_tuberlin_svg
-        cfg = self.builder_config
-        if not paths:
-            return
-        skipped = SkipCounter() if cfg.skip_bad else None
-        for s in read_tuberlin_svg(paths, samples_per_curve=cfg.samples_per_curve,
-                                   skip_bad=cfg.skip_bad, skipped=skipped):
-            yield s.id, sketch_to_example(s)
-        _report(skipped, "TU-Berlin SVG")
+    def _generate_examples(self, units, opts, split, names):
+        return _unit_examples(units, opts, split, sketch_to_example, names)
 
 
 @dataclasses.dataclass(eq=False)

@@ -8,9 +8,9 @@ import tensorflow_datasets as tfds
 from PIL import Image, ImageDraw
 
 from sketchtf.data import tfds_builders as tb
-from sketchtf.data.image_folder import split_files
 from sketchtf.data.quickdraw import read_ndjson
 from sketchtf.data.records import Sketch, SketchDataError
+from sketchtf.data.shards import assign_split
 from sketchtf.data.tuberlin import read_tuberlin_png, read_tuberlin_svg
 
 QD_CLASSES = ["The Eiffel Tower", "cloud", "key"]
@@ -119,21 +119,20 @@ def test_quickdraw_split_folder_may_lack_a_class(qd_split_dir, tmp_path):
     _assert_same(_examples(b, "test"), list(read_ndjson(qd_split_dir / "test")))
 
 
-def test_quickdraw_flat_dir_gets_a_stratified_deterministic_split(qd_split_dir, tmp_path):
+def test_quickdraw_flat_dir_gets_the_key_hash_split(qd_split_dir, tmp_path):
     flat = qd_split_dir / "train"  # 20 a class, no subfolders
-    b = _prepare(tb.NDJSON_NAME, tmp_path / "tfds", flat)
-    train, test = _examples(b, "train"), _examples(b, "test")
+    cfg = tb.QuickDrawNdjsonConfig(name="with_valid", valid_fraction=0.2)
+    b = _prepare(tb.NDJSON_NAME, tmp_path / "tfds", flat, cfg)
+    parts = {s: _examples(b, s) for s in ("train", "valid", "test")}
     everything = list(read_ndjson(flat))
-    _assert_same(train + test, everything)
-    ids = {c: [s.id for s in everything if s.label == c] for c in QD_CLASSES}
-    want = split_files(ids, test_fraction=0.2, seed=0)
-    for c in QD_CLASSES:
-        assert sorted(s.id for s in test if s.label == c) == want[c]["test"]
-        assert len(want[c]["test"]) == 4
+    _assert_same(parts["train"] + parts["valid"] + parts["test"], everything)
+    # The split of sketchtf.prepare and the in-memory pipeline: a hash of the key alone.
+    for split, got in parts.items():
+        assert got and all(assign_split(s.id, test_fraction=0.2, valid_fraction=0.2) == split for s in got)
     # Another config seed gives another split (so the split is not accidental).
     other = _prepare(tb.NDJSON_NAME, tmp_path / "tfds2", flat,
                      tb.QuickDrawNdjsonConfig(name="seed1", seed=1))
-    assert {s.id for s in _examples(other, "test")} != {s.id for s in test}
+    assert {s.id for s in _examples(other, "test")} != {s.id for s in parts["test"]}
 
 
 def test_quickdraw_raw_keeps_times_and_picks_classes(shared, tmp_path):
@@ -144,7 +143,7 @@ def test_quickdraw_raw_keeps_times_and_picks_classes(shared, tmp_path):
     b = _prepare(tb.NDJSON_NAME, tmp_path / "tfds", tmp_path / "raw", cfg)
     assert b.info.features["label"].names == ["cat", "sun"]
     got = _examples(b, "train") + _examples(b, "test")
-    assert len(_examples(b, "test")) == 4  # round(5 * 0.4) a class
+    assert [assign_split(s.id, test_fraction=0.4) for s in _examples(b, "test")] == ["test"] * len(_examples(b, "test"))
     want = list(read_ndjson(tmp_path / "raw", classes=["cat", "sun"]))
     assert all(s.times is not None for s in want)
     _assert_same(got, want)
@@ -171,8 +170,8 @@ def test_tu_berlin_svg(shared, tmp_path):
     b = _prepare(tb.TUBERLIN_NAME, tmp_path / "tfds", root)
     assert b.info.features["label"].names == ["airplane", "alarm clock", "angel"]
     train, test = _examples(b, "train"), _examples(b, "test")
-    assert (len(train), len(test)) == (12, 3)
-    assert sorted(s.label for s in test) == ["airplane", "alarm clock", "angel"]
+    assert len(train) + len(test) == 15 and test
+    assert all(assign_split(s.id, test_fraction=0.2) == "test" for s in test)
     _assert_same(train + test, list(read_tuberlin_svg(root)))
 
 
