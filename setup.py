@@ -50,13 +50,14 @@ setup(
     description="Hand-drawn sketches to a tiny, fast, shippable TensorFlow recognizer",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["sketchtf", "sketchtf.*"]),
-    package_data={"sketchtf": ["web/*"]},
+    package_data={"sketchtf": ["web/*", "data/quickdraw_classes.txt"]},
     install_requires=RUNTIME,
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout", "selenium>=4.20"],
-        # sketchtf.prepare --engine=beam and the TFDS Beam builds. Its pins fit the
-        # TF stack (protobuf 6.x satisfies TF 2.21's >=6.31.1,<8), so one venv holds both.
-        "beam": ["apache-beam>=2.60"],
+        # sketchtf.prepare --engine=beam and `tfds build` on Beam (the tfds CLI imports
+        # mlcroissant). Beam's pins fit the TF stack (its protobuf 6.x satisfies TF 2.21's
+        # >=6.31.1,<8), so one venv holds both.
+        "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
     },
     cmdclass={"build_py": BuildPyWithOps},
 )

@@ -159,6 +159,12 @@ def _smoothed_loss(config):
     return loss
 
 
+def _save_freq(value):
+    """train.backup_every: "epoch", or a number of steps (a string in the config: "2000")."""
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
 def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None, strategy=None):
     """The callback list shared by plain training and distillation.
 
@@ -176,7 +182,7 @@ def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=No
                                 samples=samples, target=target)
     # Every worker reads workdir/backup; tf_keras sends non-chief writes to a temp dir.
     backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
-                                              save_freq=config.train.get("backup_every", "epoch"))
+                                              save_freq=_save_freq(config.train.get("backup_every", "epoch")))
     callbacks = ([cb.RunLog(workdir)] if chief else []) + [
         guard, evaluator, cb.LearningRateLogger(), ckpt, backup,
         keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0)]

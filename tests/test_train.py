@@ -93,3 +93,46 @@ def test_unknown_model_and_schedule_fail_clearly(tmp_path):
     assert r.returncode != 0 and "nope" in r.stderr
     r = run_train(tmp_path / "b", "--config.train.schedule=weird")
     assert r.returncode != 0 and "train.schedule" in r.stderr
+
+
+def test_kill_9_mid_epoch_from_shards_resumes_at_the_input_position(tmp_path):
+    """The recipe of configs/sketchnet_qd345.py, tiny: prepare shards, train
+    from them, kill -9 mid-epoch; the rerun's input stream continues at the
+    step the backup recorded, not at the start of the data."""
+    from sketchtf import trainer
+    from sketchtf.config import load_saved_config
+    qd345 = str(REPO / "configs" / "sketchnet_qd345.py") + ":smoke"
+    data = tmp_path / "shards"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, "-m", "sketchtf.prepare", f"--config={qd345}", f"--out={data}",
+                        "--workers=1"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "valid" in r.stdout, r.stderr[-3000:]
+    wd = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sketchtf.train", f"--config={qd345}", f"--workdir={wd}",
+           "--config.data.source=shards", f"--config.data.path={data}", "--config.train.epochs=2",
+           "--config.train.steps_per_epoch=20", "--config.train.backup_every=3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 240
+    try:
+        while not (wd / "checkpoints" / "ckpt-1.index").exists():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.time() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        time.sleep(0.7)  # into epoch 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    config = load_saved_config(str(wd))
+    done = trainer.resumed_steps(str(wd), 20)
+    assert done > 20 and done % 3 == 0, done  # saved every 3 steps, in epoch 2
+    resumed, _, _, _ = trainer.build_data(config, with_index=True, workdir=str(wd))
+    fresh, _, _, _ = trainer.build_data(config, with_index=True)
+    want = next(iter(fresh.skip(done)))
+    got = next(iter(resumed))
+    assert got[2].numpy().tolist() == want[2].numpy().tolist()  # the same drawings ...
+    assert (got[0].numpy() == want[0].numpy()).all()           # ... with the same augmentation
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((wd / "metrics.json").read_text())["extra"]["train_examples"] > 0

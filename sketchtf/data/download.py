@@ -295,6 +295,12 @@ def _check_class_name(name: str) -> str:
     return name
 
 
+def quickdraw_classes() -> list[str]:
+    """All 345 Quick Draw categories, Google's spelling (its categories.txt)."""
+    text = (pathlib.Path(__file__).with_name("quickdraw_classes.txt")).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line]
+
+
 def quickdraw_url(cls: str, kind: str = "simplified", base_url: str = QUICKDRAW_BASE) -> str:
     folder, suffix = QUICKDRAW_KINDS[kind]
     return f"{base_url.rstrip('/')}/{folder}/{urllib.parse.quote(cls)}{suffix}"
@@ -461,7 +467,8 @@ def _define_flags():
     # Defined only when run as a program, so importing this module adds no flags.
     from absl import flags
     flags.DEFINE_enum("dataset", None, ["quickdraw", "tu_berlin"], "What to download.")
-    flags.DEFINE_list("classes", [], "Quick Draw classes, comma-separated (Google's spelling).")
+    flags.DEFINE_list("classes", [], "Quick Draw classes, comma-separated (Google's spelling), "
+                      "or 'all' for the 345 categories.")
     flags.DEFINE_string("cache_dir", os.path.join("~", ".cache", "sketchtf"), "Cache folder.")
     flags.DEFINE_string("kind", None, "quickdraw: simplified|raw|numpy_bitmap (default "
                         "simplified); tu_berlin: svg|png (default svg).")
@@ -482,7 +489,8 @@ def main(argv: Sequence[str]) -> None:
         if f.dataset == "quickdraw":
             if not f.classes:
                 raise app.UsageError("--classes is required for --dataset=quickdraw")
-            paths = download_quickdraw(f.classes, f.cache_dir, kind=f.kind or "simplified",
+            classes = quickdraw_classes() if f.classes == ["all"] else f.classes
+            paths = download_quickdraw(classes, f.cache_dir, kind=f.kind or "simplified",
                                        timeout=f.timeout, base_url=f.base_url or QUICKDRAW_BASE)
         else:
             paths = [download_tuberlin(f.cache_dir, kind=f.kind or "svg", timeout=f.timeout,
