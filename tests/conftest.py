@@ -14,11 +14,25 @@ SHARED_DATA = pathlib.Path(
 
 
 def shared_path(*parts):
-    """Path under ../shared/data, or skip the test with a clear message."""
+    """Path under ../shared/data, or skip the test with a clear message
+    (under CI=true a missing data folder fails: CI always has ../shared)."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"real data not found at {p} under CI=true (CI clones main with ../shared beside it)")
         pytest.skip(f"real data not found at {p} (set SKETCHTF_DATA)")
     return p
+
+
+def require_module(name: str, extra: str):
+    """Import an optional dependency, or skip; under CI=true (which installs
+    every extra) a missing one fails instead of hiding the tests."""
+    try:
+        return __import__(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} is not installed under CI=true (.ci/run installs '.[{extra}]')")
+        pytest.skip(f"{name} not installed (pip install '.[{extra}]')")
 
 
 @pytest.fixture

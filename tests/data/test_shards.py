@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import require_module
 from sketchtf.config import data_config
 from sketchtf.data import pipeline, prepare, shards
 from sketchtf.data.quickdraw import ndjson_chunks, read_ndjson, read_ndjson_chunk
@@ -136,7 +137,7 @@ def test_prepare_is_the_same_on_any_number_of_workers_and_chunks(prepared, corpu
 
 
 def test_beam_direct_runner_gives_byte_equal_shards_and_manifest(prepared, corpus, tmp_path):
-    pytest.importorskip("apache_beam", reason="apache-beam not installed (pip install '.[beam]')")
+    require_module("apache_beam", "beam")
     from sketchtf.data.beam_prepare import run_beam
     out = str(tmp_path / "beam")
     run_beam(_cfg(corpus), out, train_shards=4, chunk_bytes=1500)
