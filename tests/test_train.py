@@ -22,6 +22,22 @@ def run_train(workdir, *overrides, wait=True):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
+def kill_9_in_epoch_2(proc, wd, delay_s):
+    """Waits for the first epoch's checkpoint, lets the run go delay_s into epoch 2, kills it -9."""
+    deadline = time.time() + 240
+    try:
+        while not (wd / "checkpoints" / "ckpt-1.index").exists():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.time() < deadline, "no epoch finished in time"
+            time.sleep(0.05)
+        time.sleep(delay_s)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def history(workdir):
     with open(os.path.join(workdir, "history.csv")) as f:
         return list(csv.DictReader(f))
@@ -46,19 +62,7 @@ def test_train_writes_report_tensorboard_and_checkpoints(tmp_path):
 def test_kill_9_mid_training_then_same_command_resumes(tmp_path):
     wd = tmp_path / "run"
     args = ("--config.train.epochs=4", "--config.train.steps_per_epoch=25")
-    proc = run_train(wd, *args, wait=False)
-    deadline = time.time() + 240
-    try:
-        while not (wd / "checkpoints" / "ckpt-1.index").exists():
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.time() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
-        time.sleep(0.5)  # into epoch 2
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_9_in_epoch_2(run_train(wd, *args, wait=False), wd, 0.5)
     assert not (wd / "metrics.json").exists()
     r = run_train(wd, *args)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -111,19 +115,7 @@ def test_kill_9_mid_epoch_from_shards_resumes_at_the_input_position(tmp_path):
     cmd = [sys.executable, "-m", "sketchtf.train", f"--config={qd345}", f"--workdir={wd}",
            "--config.data.source=shards", f"--config.data.path={data}", "--config.train.epochs=2",
            "--config.train.steps_per_epoch=20", "--config.train.backup_every=3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 240
-    try:
-        while not (wd / "checkpoints" / "ckpt-1.index").exists():
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.time() < deadline, "no epoch finished in time"
-            time.sleep(0.05)
-        time.sleep(0.7)  # into epoch 2
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_9_in_epoch_2(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env), wd, 0.7)
     config = load_saved_config(str(wd))
     done = trainer.resumed_steps(str(wd), 20)
     assert done > 20 and done % 3 == 0, done  # saved every 3 steps, in epoch 2
