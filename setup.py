@@ -28,6 +28,9 @@ class BuildPyWithOps(build_py):
         builder.build_ops(ROOT, os.path.join(self.build_lib, "sketchtf", "ops", builder.LIB_NAME))
 
 
+VERBS = ["prepare", "train", "distill", "launch", "evaluate", "export", "quantize", "gates", "binarize", "serve",
+         "quickstart"]
+
 RUNTIME = [
     "tensorflow==2.21.0",
     "tf-keras==2.21.0",
@@ -50,7 +53,7 @@ setup(
     description="Hand-drawn sketches to a tiny, fast, shippable TensorFlow recognizer",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["sketchtf", "sketchtf.*"]),
-    package_data={"sketchtf": ["web/*", "data/quickdraw_classes.txt"]},
+    package_data={"sketchtf": ["ship/web/*", "data/quickdraw_classes.txt"]},
     install_requires=RUNTIME,
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout", "selenium>=4.20"],
@@ -59,5 +62,7 @@ setup(
         # >=6.31.1,<8), so one venv holds both.
         "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
     },
+    # Each `python -m sketchtf.<verb>` is also a command: sketchtf-train, sketchtf-evaluate, ...
+    entry_points={"console_scripts": [f"sketchtf-{verb}=sketchtf.{verb}:run" for verb in VERBS]},
     cmdclass={"build_py": BuildPyWithOps},
 )

@@ -108,7 +108,7 @@ def _served_agreement(model, class_names, config, sizes, costs, policy, test_rec
     from sketchtf.adaptive import policy as P
     from sketchtf.adaptive.evaluate import selector_inputs
     from sketchtf.adaptive.serving import export_adaptive
-    from sketchtf.export import strokes_to_request
+    from sketchtf.ship.export import strokes_to_request
     path = export_adaptive(model, class_names, config.data, sizes, costs, policy, export_base, "adaptive")
     fn = tf.saved_model.load(path).signatures["predict_strokes"]
     served_pred, served_size = [], []
@@ -133,11 +133,10 @@ def main(argv):
     del argv
     import shutil
 
-    import numpy as np
     from sketchtf.adaptive import evaluate as E
     from sketchtf.adaptive import multires
     from sketchtf.data import pipeline
-    from sketchtf.trainer import load_trained_model
+    from sketchtf.workdir import load_trained_model
     t_start = time.time()
     config = _config()
     wd = F.workdir
@@ -213,7 +212,7 @@ def main(argv):
         f"{config.train.lr}; train drawings per class: {config.data.limit_per_class or 'all'}, of which "
         f"{config.adaptive.holdout_fraction:.0%} held out for the policies ({len(held)} sketches). Top-1 at "
         f"{sizes[-1]} px after training: {100 * train_result['top1']:.2f}%.",
-        "- FLOPs per sketch (`sketchtf.profile.model_flops`, 1 multiply-add = 2 FLOPs): "
+        "- FLOPs per sketch (`sketchtf.evaluation.profile.model_flops`, 1 multiply-add = 2 FLOPs): "
         + ", ".join(f"{s} px {c / 1e6:,.1f} M" for s, c in zip(sizes, costs)) + ". Adaptive costs add every size "
         "tried (cascade), the 32 px pass (selector_lowres) and the selector's MLP; stroke statistics and rendering "
         "are not counted (for the fixed sizes neither).",

@@ -20,10 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sketchtf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TF)
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from sketchtf import distill  # noqa: E402
+from sketchtf.training import distill  # noqa: E402
 from sketchtf.config import data_config  # noqa: E402
 from sketchtf.data import pipeline  # noqa: E402
 from sketchtf.keras import keras  # noqa: E402

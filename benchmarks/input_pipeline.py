@@ -72,18 +72,6 @@ def pipeline_rate(cfg, records, class_names, *, augment: bool, parallel: int) ->
     return rate
 
 
-def _padded(records):
-    import numpy as np
-    from sketchtf.data import render
-    arrays = [render.strokes_to_arrays(r.strokes) for r in records]
-    lengths = np.array([len(p) for p, _ in arrays], np.int32)
-    points = np.zeros((len(arrays), lengths.max(), 2), np.float32)
-    ids = np.zeros((len(arrays), lengths.max()), np.int32)
-    for i, (p, s) in enumerate(arrays):
-        points[i, :len(p)], ids[i, :len(p)] = p, s
-    return points, ids, lengths
-
-
 def stage_rates(cfg, records) -> dict:
     """Each stage alone, to show where the pipeline's time goes: the renderer
     (one call on a padded batch, in a tf.function as tf.data runs it) on a
@@ -114,7 +102,7 @@ def stage_rates(cfg, records) -> dict:
 
     out = {}
     for name, batch in (("random", random_batch), ("dense", dense_batch)):
-        points, ids, lengths = _padded(batch)
+        points, ids, lengths = render.padded_batch([r.strokes for r in batch])
         unit = render.normalize(points, lengths, cfg.margin)
         out[f"render_{name}_eval_width"] = timed(draw, unit, ids, lengths, eval_width)
         out[f"render_{name}_aug_widths"] = timed(draw, unit, ids, lengths, aug_widths)

@@ -25,7 +25,7 @@ import sketchtf  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TF)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("float_workdir", "", "Trained float student; empty = train a smoke model.")
-flags.DEFINE_string("qat_workdir", "", "Finished sketchtf.quantize run to reuse (QAT mode).")
+flags.DEFINE_string("qat_workdir", "", "Finished sketchtf.ship.quantize run to reuse (QAT mode).")
 flags.DEFINE_string("work", "", "Where to write the QAT run (default: a temp dir).")
 flags.DEFINE_integer("qat_epochs", 1, "QAT fine-tune epochs when no --qat_workdir.")
 flags.DEFINE_integer("qat_steps", 0, "Steps per QAT epoch (0 = a full pass).")
@@ -35,7 +35,7 @@ flags.DEFINE_string("json_out", "", "Also write the summary here.")
 
 
 def smoke_float(work):
-    from sketchtf import trainer
+    from sketchtf.training import trainer
     from sketchtf.config import experiment, smoke
     c = smoke(experiment("sketchnet"), image_size=32)
     wd = os.path.join(work, "float_smoke")
@@ -44,7 +44,7 @@ def smoke_float(work):
 
 
 def qat_run(float_workdir, work, epochs, steps):
-    from sketchtf import quantize
+    from sketchtf.ship import quantize
     from sketchtf.config import load_saved_config
     c = load_saved_config(float_workdir)
     c.quantize = quantize.quantize_defaults()
@@ -64,11 +64,11 @@ def main(argv):
     del argv
     import numpy as np
 
-    from sketchtf import gates
-    from sketchtf import metrics as M
+    from sketchtf.ship import gates
+    from sketchtf.evaluation import metrics as M
     from sketchtf.data import pipeline
-    from sketchtf.tflite_runner import TFLiteClassifier
-    from sketchtf.trainer import load_trained_model
+    from sketchtf.ship.tflite_runner import TFLiteClassifier
+    from sketchtf.workdir import load_trained_model
 
     t_start = time.time()
     work = FLAGS.work or tempfile.mkdtemp(prefix="tflite_latency_")

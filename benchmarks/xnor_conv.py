@@ -13,7 +13,7 @@ them alike); each figure is the median over repeats after warm-up, timed as
 n iterations of a tf.while_loop inside one tf.function (no Python dispatch).
 
 Whole model: batch-1 latency of float Sketch-A-Net (Keras, fp32) vs the
-binary-weight and XNOR Sketch-A-Nets converted by sketchtf.binarize (packed
+binary-weight and XNOR Sketch-A-Nets converted by sketchtf.ship.binarize (packed
 weights, C++ ops; L1 and L8 float), at the paper's 225 px / 250 classes by
 default, timed the same way (whole forward pass in a graph loop, median of
 --model-repeats, variants interleaved). Random weights: speed does not depend
@@ -157,7 +157,7 @@ def _random_weights(model, seed):
 
 def build_models(size=225, classes=250, seed=0):
     """{variant: (forward fn for a graph, Keras model)} plus packed files' sizes."""
-    from sketchtf import binarize
+    from sketchtf.ship import binarize
     from sketchtf.models import build_model
 
     shape = (size, size, 1)

@@ -2,7 +2,7 @@
 cached pooled features, AdamW + one-cycle. The data section comes from the backbone's
 workdir (same data, size, rendering; features of the un-augmented view).
 
-  python -m sketchtf.features --config=configs/frozen_linear.py \
+  python -m sketchtf.training.features --config=configs/frozen_linear.py \
       --backbone_workdir=runs/efficientnet_b4 --workdir=runs/b4_frozen_linear
 """
 import ml_collections

@@ -8,7 +8,7 @@ arg: "qat" (default) or "ptq" picks <qat workdir>/tflite/{qat,ptq}_int8.tflite;
 (25 other drawings a class, the 9 of our classes it has; no zigzag).
 """
 from sketchtf.config import data_path
-from sketchtf.gates import gate_defaults
+from sketchtf.ship.gates import gate_defaults
 
 CLASSES = ("The Eiffel Tower", "broom", "cloud", "door", "hamburger", "jail", "key", "sun", "tree")
 

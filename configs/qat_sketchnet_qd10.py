@@ -9,7 +9,7 @@ mobilenetv2_s2; default sketchnet), "ptq" (no fine-tune: static PTQ only),
 data.image_size must be the float run's (checked).
 """
 from sketchtf.config import experiment, quickdraw10, smoke
-from sketchtf.quantize import quantize_defaults
+from sketchtf.ship.quantize import quantize_defaults
 
 STUDENTS = ("sketchnet", "mobilenetv2", "mobilenetv2_s1", "mobilenetv2_s2")
 

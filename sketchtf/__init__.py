@@ -6,6 +6,7 @@ tf_keras models; TF_USE_LEGACY_KERAS must be set before TensorFlow is imported.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF C++ log: warnings and errors (commands set it from --tf_log; see console.py).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 __version__ = "0.1.0"

@@ -100,7 +100,7 @@ def experiment(model: str, *, data=None, model_kwargs=None, **train) -> ml_colle
     c.seed = 0
     c.eval_split = "test"
     c.jit_compile = False
-    # tf.distribute and precision (sketchtf/distribute.py, docs/distribute.md)
+    # tf.distribute and precision (sketchtf/training/distribute.py, docs/distribute.md)
     c.strategy = "default"          # default | mirrored | multi_worker (TF_CONFIG) | tpu
     c.tpu_address = ""              # TPUClusterResolver address for strategy=tpu
     c.mixed_precision = ""          # "" (float32) | mixed_float16 | mixed_bfloat16

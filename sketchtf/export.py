@@ -1,135 +1,38 @@
-"""SavedModel export for TF Serving: `<base>/<model_name>/<version>/`.
-
-Signatures (method name tensorflow/serving/predict):
-  serving_default   image_bytes: string [B]   encoded PNG/JPEG/GIF/BMP, any size,
-                    dark ink on light paper or light on dark (detected from the
-                    border, as image_folder's ink="auto")
-  predict_strokes   strokes: float32 [B, P, 3]  rows (x, y, stroke_index), any
-                    units, x right / y down; stroke_index non-decreasing from 0;
-                    lengths: int32 [B]  valid rows per sketch (the rest padding)
-Both return: probabilities [B, K], top_k_ids int32 [B, k], top_k_names string
-[B, k] (the vocabulary is inside the model), top_k_probabilities [B, k].
-
-Strokes are drawn by sketchtf.data.render, the very renderer used in training,
-with the training config's size, margin and line width, so serving sees what
-the model saw. The SavedModel holds only standard TF ops: it loads with plain
-`tf.saved_model.load` and runs in stock TF Serving.
+"""Export a trained workdir as a TF Serving SavedModel <export_dir>/<model_name>/<version>/
+(signatures: sketchtf/ship/export.py).
 
   python -m sketchtf.export --workdir=runs/sketchnet --export_dir=exported
 """
-from __future__ import annotations
-
 import os
 
-import tensorflow as tf
+from absl import flags
 
-from sketchtf.data import augment, render
+from sketchtf import console
 
-
-class ServingModule(tf.Module):
-    def __init__(self, model, class_names, data_cfg, top_k=3):
-        super().__init__()
-        self.model = model
-        self.class_names = tf.constant(list(class_names))
-        self.top_k = min(int(top_k), len(class_names))
-        self.size = int(data_cfg.image_size)
-        self.render_size = int(data_cfg.get("render_size", 0) or self.size)
-        self.channels = int(data_cfg.get("channels", 1))
-        self.margin = float(data_cfg.get("margin", 0.06))
-        self.width = float(data_cfg.get("line_width_px", 4.0)) * self.render_size / 128.0
-
-    def _outputs(self, images):
-        probs = tf.nn.softmax(tf.cast(self.model(images, training=False), tf.float32), axis=-1)
-        top_p, top_i = tf.math.top_k(probs, k=self.top_k)
-        return dict(probabilities=probs, top_k_ids=top_i, top_k_names=tf.gather(self.class_names, top_i),
-                    top_k_probabilities=top_p)
-
-    def render_strokes(self, strokes, lengths):
-        points = strokes[..., :2]
-        ids = tf.cast(tf.round(strokes[..., 2]), tf.int32)
-        unit = render.normalize(points, lengths, self.margin)
-        images = render.render(unit, ids, lengths, size=self.render_size, line_width=self.width,
-                               channels=self.channels)
-        return augment.center_crop(images, self.size) if self.render_size > self.size else images
-
-    def decode_images(self, image_bytes):
-        def one(b):
-            img = tf.io.decode_image(b, channels=1, expand_animations=False)
-            img = tf.image.convert_image_dtype(img, tf.float32)
-            border = tf.concat([img[0, :, 0], img[-1, :, 0], img[:, 0, 0], img[:, -1, 0]], 0)
-            img = tf.where(tf.reduce_mean(border) > 0.5, 1.0 - img, img)  # to ink = 1 on 0
-            return tf.image.resize(img, [self.size, self.size], antialias=True)
-        return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([self.size, self.size, 1], tf.float32))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve_images(self, image_bytes):
-        if self.channels != 1:
-            raise ValueError("image input needs a 1-channel model; use predict_strokes for the stroke-order stack")
-        return self._outputs(self.decode_images(image_bytes))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32, name="strokes"),
-                                  tf.TensorSpec([None], tf.int32, name="lengths")])
-    def predict_strokes(self, strokes, lengths):
-        tf.debugging.assert_less_equal(lengths, tf.shape(strokes)[1], "lengths exceed the padded stroke length")
-        tf.debugging.assert_positive(lengths, "every sketch needs at least one point")
-        return self._outputs(self.render_strokes(strokes, lengths))
-
-
-def export_saved_model(model, class_names, data_cfg, export_base, model_name, version=1, top_k=3) -> str:
-    """Writes the SavedModel under export_base/model_name/version; returns that path.
-
-    The version folder is written next to it first and renamed into place, so
-    TF Serving (which polls the base folder) never sees a half-written version.
-    """
-    module = ServingModule(model, class_names, data_cfg, top_k)
-    signatures = {"predict_strokes": module.predict_strokes.get_concrete_function()}
-    if module.channels == 1:
-        signatures["serving_default"] = module.serve_images.get_concrete_function()
-    else:
-        signatures["serving_default"] = module.predict_strokes.get_concrete_function()
-    final = os.path.join(export_base, model_name, str(int(version)))
-    if os.path.exists(final):
-        raise FileExistsError(f"{final} exists: bump --version (TF Serving versions are immutable)")
-    tmp = final + ".tmp"
-    tf.saved_model.save(module, tmp, signatures=signatures)
-    os.replace(tmp, final)
-    return final
-
-
-def strokes_to_request(sketches):
-    """list of stroke lists -> (strokes [B, P, 3] float32, lengths [B] int32) padded."""
-    import numpy as np
-    rows = []
-    for strokes in sketches:
-        pts, ids = render.strokes_to_arrays(strokes)
-        rows.append(np.concatenate([pts, ids[:, None].astype(np.float32)], 1))
-    p = max(len(r) for r in rows)
-    out = np.zeros((len(rows), p, 3), np.float32)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = r
-    return out, np.array([len(r) for r in rows], np.int32)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json, classes.json, checkpoints/).")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", "exported", "Base folder: <export_dir>/<model_name>/<version>/.")
+_MODEL_NAME = flags.DEFINE_string("model_name", "", "Defaults to config.export.model_name.")
+_VERSION = flags.DEFINE_integer("version", 0, "Defaults to config.export.version.")
+flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
     del argv
-    from absl import flags
-    from sketchtf.trainer import load_trained_model
-    f = flags.FLAGS
-    model, config, class_names = load_trained_model(f.workdir)
-    name = f.model_name or config.export.get("model_name", config.model.name)
-    path = export_saved_model(model, class_names, config.data, f.export_dir, name,
-                              version=f.version or config.export.get("version", 1),
+    from sketchtf.ship.export import export_saved_model
+    from sketchtf.workdir import load_trained_model
+    model, config, class_names = load_trained_model(_WORKDIR.value)
+    name = _MODEL_NAME.value or config.export.get("model_name", config.model.name)
+    path = export_saved_model(model, class_names, config.data, _EXPORT_DIR.value, name,
+                              version=_VERSION.value or config.export.get("version", 1),
                               top_k=config.export.get("top_k", 3))
     print(f"SavedModel for TF Serving: {path}")
-    print(f"  docker run -p 8501:8501 -v {os.path.abspath(os.path.join(f.export_dir, name))}:/models/{name} "
+    print(f"  docker run -p 8501:8501 -v {os.path.abspath(os.path.join(_EXPORT_DIR.value, name))}:/models/{name} "
           f"-e MODEL_NAME={name} tensorflow/serving")
 
 
+def run():
+    console.run(main)
+
+
 if __name__ == "__main__":
-    from absl import app, flags
-    flags.DEFINE_string("workdir", None, "Training workdir (config.json, classes.json, checkpoints/).")
-    flags.DEFINE_string("export_dir", "exported", "Base folder: <export_dir>/<model_name>/<version>/.")
-    flags.DEFINE_string("model_name", "", "Defaults to config.export.model_name.")
-    flags.DEFINE_integer("version", 0, "Defaults to config.export.version.")
-    flags.mark_flag_as_required("workdir")
-    app.run(main)
+    run()

@@ -12,7 +12,7 @@ does). The local engine and Beam give byte-equal shards and manifests.
 from absl import app, flags
 from ml_collections import config_flags
 
-import sketchtf  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+from sketchtf import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
 _OUT = flags.DEFINE_string("out", None, "Output folder for the shards and manifest.json.")
@@ -57,5 +57,9 @@ def main(argv):
     print(f"{_OUT.value}: {_summary(manifest)}")
 
 
+def run():
+    console.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

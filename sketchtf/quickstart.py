@@ -9,10 +9,10 @@
 """
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-import sketchtf  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
+from sketchtf import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Experiment config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where outputs go.")
@@ -21,7 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/quickstart", "Where outputs go."
 def write_preview(cfg, workdir):
     import numpy as np
     from sketchtf.data import pipeline
-    from sketchtf.report import image_grid, save_png
+    from sketchtf.evaluation.report import image_grid, save_png
     ds, info = pipeline.make_dataset(cfg.data, "train", batch_size=cfg.train.batch_size, training=True,
                                      seed=cfg.seed)
     images, labels = [], []
@@ -34,12 +34,14 @@ def write_preview(cfg, workdir):
 
 def main(argv):
     del argv
-    from sketchtf import export, trainer
+    from sketchtf import workdir as run_folder
+    from sketchtf.ship import export
+    from sketchtf.training import trainer
     cfg, workdir = _CONFIG.value, _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     png = write_preview(cfg, workdir)
     result = trainer.train_and_evaluate(cfg, workdir)
-    model, config, class_names = trainer.load_trained_model(workdir)
+    model, config, class_names = run_folder.load_trained_model(workdir)
     base = os.path.join(workdir, "export")
     version = 1 + max([int(v) for v in _listdir(os.path.join(base, cfg.export.model_name)) if v.isdigit()] or [0])
     path = export.export_saved_model(model, class_names, config.data, base, cfg.export.model_name,
@@ -55,5 +57,9 @@ def _listdir(path):
     return os.listdir(path) if os.path.isdir(path) else []
 
 
+def run():
+    console.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

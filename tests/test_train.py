@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / "configs" / "sketchnet_qd10.py") + ":smoke"
@@ -87,7 +86,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert ckpts == ["ckpt-1.index"]
 
     import numpy as np
-    from sketchtf.trainer import load_trained_model
+    from sketchtf.workdir import load_trained_model
     model, _, _ = load_trained_model(str(wd))
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
@@ -103,7 +102,7 @@ def test_kill_9_mid_epoch_from_shards_resumes_at_the_input_position(tmp_path):
     """The recipe of configs/sketchnet_qd345.py, tiny: prepare shards, train
     from them, kill -9 mid-epoch; the rerun's input stream continues at the
     step the backup recorded, not at the start of the data."""
-    from sketchtf import trainer
+    from sketchtf.training import trainer
     from sketchtf.config import load_saved_config
     qd345 = str(REPO / "configs" / "sketchnet_qd345.py") + ":smoke"
     data = tmp_path / "shards"

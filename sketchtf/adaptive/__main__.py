@@ -20,7 +20,7 @@ COMMANDS = ("train", "policy", "evaluate", "export")
 def _load(workdir):
     from sketchtf.adaptive import evaluate as E
     from sketchtf.adaptive import multires  # noqa: F401
-    from sketchtf.trainer import load_trained_model
+    from sketchtf.workdir import load_trained_model
     model, config, class_names = load_trained_model(workdir)
     sizes = multires.check_sizes(config.adaptive.sizes)
     return model, config, class_names, sizes, E.size_flops(model, sizes, int(config.data.channels))

@@ -14,18 +14,19 @@ import numpy as np
 
 from sketchtf.adaptive import multires
 from sketchtf.adaptive import policy as P
+from sketchtf.data import render
 
 
 def size_flops(model, sizes, channels=1) -> list:
-    """FLOPs per sketch of `model` at each size (sketchtf.profile.model_flops)."""
-    from sketchtf.profile import model_flops
+    """FLOPs per sketch of `model` at each size (sketchtf.evaluation.profile.model_flops)."""
+    from sketchtf.evaluation.profile import model_flops
     return [int(model_flops(model, (s, s, channels))) for s in sizes]
 
 
 def holdout_tables(model, data_cfg, records, class_names, sizes, batch_size=128):
     """(probs [A, N, K], labels [N], stroke features [N, 7]) for a record set."""
     probs, labels = multires.size_probabilities(model, data_cfg, records, class_names, sizes, batch_size)
-    feats = P.record_features(records, float(data_cfg.get("margin", 0.06)))
+    feats = P.record_features(records, render.RenderSettings.from_config(data_cfg).margin)
     return probs, labels, feats
 
 

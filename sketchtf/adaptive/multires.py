@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from sketchtf.data import pipeline
 from sketchtf.data.image_folder import split_files
-from sketchtf.keras import keras
 
 MODEL_NAME = "sketchnet_gp"  # sketchtf/models/sketchnet.py
 
@@ -85,12 +84,9 @@ def train_multires(config, workdir):
     """Trains config.model (default sketchnet_gp) on a random canvas size per
     batch; the standard callbacks evaluate at the largest size. Holdout ids go
     to workdir/holdout.json for the selector. Returns the final metrics dict."""
-    from sketchtf import trainer
-    from sketchtf.config import save_config
-    os.makedirs(workdir, exist_ok=True)
-    save_config(config, workdir)
+    from sketchtf.training import trainer
+    strategy = trainer.start_run(config, workdir)
     seed = int(config.get("seed", 0))
-    keras.utils.set_random_seed(seed)
     ad = config.adaptive
     sizes = check_sizes(ad.sizes)
     records = pipeline.load_records(config.data, "train")
@@ -98,8 +94,7 @@ def train_multires(config, workdir):
         raise ValueError(f"no train records for data.source={config.data.source!r}")
     class_names = pipeline.vocabulary(config.data, records)
     train_recs, held = split_holdout(records, float(ad.holdout_fraction), seed=int(config.data.get("split_seed", 0)))
-    with open(os.path.join(workdir, "classes.json"), "w") as f:
-        json.dump(class_names, f)
+    trainer.record_run(config, workdir, class_names, strategy)
     with open(os.path.join(workdir, "holdout.json"), "w") as f:
         json.dump(sorted(r.id for r in held), f)
     bs = int(config.train.batch_size)
@@ -108,15 +103,14 @@ def train_multires(config, workdir):
     eval_ds, einfo = pipeline.make_dataset(size_config(config.data, sizes[-1]), config.get("eval_split", "test"),
                                            batch_size=int(config.eval.batch_size), training=False,
                                            class_names=class_names)
-    model = trainer.make_model(config, len(class_names))
-    if config.model.get("init_from"):
-        trainer.init_from_workdir(model, config.model.init_from)
-    steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
-    trainer.compile_model(model, config, steps)
-    return trainer.fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo,
-                                  title=f"{config.model.name} multi-resolution {list(sizes)} on {config.data.source}",
-                                  extra=dict(sizes=list(sizes), holdout_examples=len(held),
-                                             eval_size=sizes[-1]))
+    with trainer.run_scope(config):
+        model = trainer.initial_model(config, len(class_names))
+        steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
+        trainer.compile_model(model, config, steps)
+        return trainer.fit_and_report(
+            model, config, workdir, train_ds, info, eval_ds, einfo,
+            title=f"{config.model.name} multi-resolution {list(sizes)} on {config.data.source}",
+            extra=dict(sizes=list(sizes), holdout_examples=len(held), eval_size=sizes[-1]))
 
 
 def load_holdout(config, workdir):

@@ -75,7 +75,7 @@ def lowres_features(probs):
 
 def record_features(records, margin: float = 0.06, batch: int = 256) -> np.ndarray:
     """stroke_features of Sketch records, [N, 7] numpy."""
-    from sketchtf.export import strokes_to_request
+    from sketchtf.ship.export import strokes_to_request
     out = []
     for i in range(0, len(records), batch):
         strokes, lengths = strokes_to_request([r.strokes for r in records[i:i + batch]])

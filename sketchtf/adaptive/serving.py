@@ -1,7 +1,7 @@
 """One SavedModel for the adaptive recognizer: `predict_strokes` picks each
 sketch's canvas size in-graph, renders it there and classifies it.
 
-Per size the module holds a sketchtf.export.ServingModule around the same
+Per size the module holds a sketchtf.ship.export.ServingModule around the same
 any-size model (its render_strokes and _outputs are the served renderer and
 outputs). A batch is partitioned by chosen size; each non-empty group runs
 under a tf.cond, and the groups are stitched back in request order.
@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from sketchtf.adaptive import multires
 from sketchtf.adaptive.policy import Selector, action_costs, lowres_features, stroke_features
-from sketchtf.export import ServingModule
+from sketchtf.ship.export import ServingModule
 
 
 class AdaptiveServingModule(tf.Module):
@@ -35,7 +35,7 @@ class AdaptiveServingModule(tf.Module):
             raise ValueError(f"size_costs has {len(size_costs)} entries for {len(self.sizes)} sizes")
         self.per_size = [ServingModule(model, class_names, multires.size_config(data_cfg, s), top_k)
                          for s in self.sizes]
-        self.margin = self.per_size[0].margin
+        self.margin = self.per_size[0].draw.margin
         self.kind = policy["kind"]
         self.size_costs = [int(c) for c in size_costs]
         if self.kind == "selector":
@@ -124,7 +124,7 @@ def export_adaptive(model, class_names, data_cfg, sizes, size_costs, policy, exp
 
 def save_module(module, export_base, model_name, version=1) -> str:
     """Writes export_base/model_name/version (TF Serving layout, written beside
-    and renamed into place like sketchtf.export); predict_strokes is also
+    and renamed into place like sketchtf.ship.export); predict_strokes is also
     serving_default."""
     fn = module.predict_strokes.get_concrete_function()
     final = os.path.join(export_base, model_name, str(int(version)))

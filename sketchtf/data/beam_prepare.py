@@ -22,7 +22,7 @@ import json
 import os
 from typing import Optional, Sequence
 
-from sketchtf.data import prepare, shards
+from sketchtf.data import prepare
 
 
 def _require_beam():

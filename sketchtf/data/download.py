@@ -208,72 +208,22 @@ def download_file(url: str, dest, *, timeout: float = 10.0, sha256: Optional[str
     """
     dest = pathlib.Path(dest)
     if dest.exists():
-        if sha256 is None:
-            return dest
-        have = _read_sidecar(dest) or _sha256_of(dest)
-        if have == sha256.lower():
-            return dest
-        raise DownloadError(f"{dest}: sha256 {have} does not match the expected {sha256}; "
-                            "delete the file to download it again")
-
+        _check_existing(dest, sha256)
+        return dest
     hint = f" To use local files instead: {local_hint}" if local_hint else ""
     try:
         probe(url, min(probe_timeout, timeout))
     except DownloadError as e:
         raise DownloadError(f"cannot download {url}: {e}. This machine seems to be offline "
                             f"(or the host is blocked).{hint}") from None
-
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(dest)
-    request = urllib.request.Request(url, headers={"User-Agent": "sketchtf-download/0.1"})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        err = DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}")
-        err.http_status = e.code
-        raise err from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot download {url}: {reason}.{hint}") from None
-
+    response = _open(url, timeout, hint)
     fd, tmp_name = _new_part(dest)
     tmp = pathlib.Path(tmp_name)
     try:
         with response, os.fdopen(fd, "wb") as out:
-            length = response.headers.get("Content-Length")
-            expected_len = int(length) if length and length.isdigit() else None
-            if max_bytes is not None and expected_len is not None and expected_len > max_bytes:
-                raise DownloadError(f"{url}: {expected_len} bytes exceeds the cap of {max_bytes}")
-            sha, md5, n = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-            last_log = time.monotonic()
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as e:
-                    raise DownloadError(f"{url}: transfer failed after {n} bytes ({e})") from None
-                if not chunk:
-                    break
-                n += len(chunk)
-                if max_bytes is not None and n > max_bytes:
-                    raise DownloadError(f"{url}: more than the cap of {max_bytes} bytes")
-                sha.update(chunk)
-                md5.update(chunk)
-                out.write(chunk)
-                if time.monotonic() - last_log > 10:
-                    log.info("%s: %.1f MB", url, n / 1e6)
-                    last_log = time.monotonic()
-            if expected_len is not None and n != expected_len:
-                raise DownloadError(f"{url}: connection closed after {n} of {expected_len} bytes")
-            # The hash is of the stored bytes; GCS unzips gzip-stored objects on the fly.
-            stored_as = response.headers.get("x-goog-stored-content-encoding", "identity")
-            server_md5 = _goog_md5(response.headers) if stored_as == "identity" else None
-            if server_md5 is not None and server_md5 != md5.hexdigest():
-                raise DownloadError(f"{url} -> {dest}: md5 {md5.hexdigest()} does not match the "
-                                    f"server's x-goog-hash md5 {server_md5}")
-            digest = sha.hexdigest()
-            if sha256 is not None and digest != sha256.lower():
-                raise DownloadError(f"{url} -> {dest}: sha256 {digest} does not match the "
-                                    f"expected {sha256}")
+            digest, n = _copy_checked(response, out, url, dest, max_bytes, sha256)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
@@ -283,6 +233,67 @@ def download_file(url: str, dest, *, timeout: float = 10.0, sha256: Optional[str
     _write_atomic(sidecar_path(dest), f"{digest}  {dest.name}\n")
     log.info("downloaded %s -> %s (%d bytes)", url, dest, n)
     return dest
+
+
+def _check_existing(dest: pathlib.Path, sha256: Optional[str]) -> None:
+    if sha256 is None:
+        return
+    have = _read_sidecar(dest) or _sha256_of(dest)
+    if have != sha256.lower():
+        raise DownloadError(f"{dest}: sha256 {have} does not match the expected {sha256}; "
+                            "delete the file to download it again")
+
+
+def _open(url: str, timeout: float, hint: str):
+    request = urllib.request.Request(url, headers={"User-Agent": "sketchtf-download/0.1"})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        err = DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}")
+        err.http_status = e.code
+        raise err from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"cannot download {url}: {reason}.{hint}") from None
+
+
+def _copy_checked(response, out, url, dest, max_bytes, sha256):
+    """Streams the body into `out`, checking size cap, Content-Length, the
+    server's md5 and the expected sha256. Returns (sha256 hex, bytes)."""
+    length = response.headers.get("Content-Length")
+    expected_len = int(length) if length and length.isdigit() else None
+    if max_bytes is not None and expected_len is not None and expected_len > max_bytes:
+        raise DownloadError(f"{url}: {expected_len} bytes exceeds the cap of {max_bytes}")
+    sha, md5, n = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    last_log = time.monotonic()
+    while True:
+        try:
+            chunk = response.read(_CHUNK)
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(f"{url}: transfer failed after {n} bytes ({e})") from None
+        if not chunk:
+            break
+        n += len(chunk)
+        if max_bytes is not None and n > max_bytes:
+            raise DownloadError(f"{url}: more than the cap of {max_bytes} bytes")
+        sha.update(chunk)
+        md5.update(chunk)
+        out.write(chunk)
+        if time.monotonic() - last_log > 10:
+            log.info("%s: %.1f MB", url, n / 1e6)
+            last_log = time.monotonic()
+    if expected_len is not None and n != expected_len:
+        raise DownloadError(f"{url}: connection closed after {n} of {expected_len} bytes")
+    # The hash is of the stored bytes; GCS unzips gzip-stored objects on the fly.
+    stored_as = response.headers.get("x-goog-stored-content-encoding", "identity")
+    server_md5 = _goog_md5(response.headers) if stored_as == "identity" else None
+    if server_md5 is not None and server_md5 != md5.hexdigest():
+        raise DownloadError(f"{url} -> {dest}: md5 {md5.hexdigest()} does not match the "
+                            f"server's x-goog-hash md5 {server_md5}")
+    digest = sha.hexdigest()
+    if sha256 is not None and digest != sha256.lower():
+        raise DownloadError(f"{url} -> {dest}: sha256 {digest} does not match the expected {sha256}")
+    return digest, n
 
 
 # ----------------------------------------------------------------------------- Quick Draw

@@ -69,11 +69,6 @@ def _to_gray(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def _border_is_light(a: np.ndarray) -> bool:
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
-    return np.count_nonzero(border > 127) * 2 > border.size
-
-
 def _check_size(size) -> Optional[tuple[int, int]]:
     if size is None:
         return None
@@ -88,7 +83,7 @@ def load_image(path: PathLike, *, ink: str = "auto",
     """One image file -> uint8 (H, W), ink 255 on 0. Raises SketchDataError.
 
     ink: "dark" = dark ink on light paper (inverted), "light" = already light on
-    dark, "auto" = invert when most border pixels are light. size: an int for a
+    dark, "auto" = invert when render.light_page says so (the rule serving uses). size: an int for a
     square or (height, width); resized with PIL's antialiasing (Lanczos) filter.
     """
     if ink not in INKS:
@@ -114,7 +109,10 @@ def load_image(path: PathLike, *, ink: str = "auto",
         raise SketchDataError(path, None, f"unreadable image: {type(e).__name__}: {e}") from None
     if a.ndim != 2 or a.size == 0:
         raise SketchDataError(path, None, f"empty image {a.shape}")
-    if ink == "dark" or (ink == "auto" and _border_is_light(a)):
+    if ink == "auto":
+        from sketchtf.data.render import light_page  # TF only for this call: readers stay light
+        ink = "dark" if bool(light_page(a)) else "light"
+    if ink == "dark":
         a = 255 - a
     return np.ascontiguousarray(a)
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from sketchtf.data import augment as aug
 from sketchtf.data import render, shards
-from sketchtf.data.records import Sketch, SkipCounter
+from sketchtf.data.records import SkipCounter
 
 SOURCES = ("synthetic", "quickdraw_ndjson", "sketchrnn_npz", "bitmap_npy",
            "tuberlin_svg", "tuberlin_png", "image_folder", "shards")
@@ -211,14 +211,6 @@ def _balance(ds, counts, how: str, seed: int):
     return ds.map(lambda label, el: el)
 
 
-def _sizes(cfg):
-    size = int(_get(cfg, "image_size", 128))
-    render_size = int(_get(cfg, "render_size", 0) or size)
-    if render_size < size:
-        raise ValueError(f"data.render_size={render_size} must be >= data.image_size={size} (it is cropped to it)")
-    return size, render_size
-
-
 def make_dataset(cfg, split: str, *, batch_size: int, training: bool, seed: int = 0,
                  records=None, class_names=None, with_index: bool = False, start: int = 0,
                  worker: tuple = (0, 1)):
@@ -244,22 +236,35 @@ def make_dataset(cfg, split: str, *, batch_size: int, training: bool, seed: int 
         if not records:
             raise ValueError(f"no records for split {split!r} of data.source={_get(cfg, 'source')!r}")
         src = _memory_source(records, list(class_names or vocabulary(cfg, records)), skipped)
-    class_names, kind, n = src.class_names, src.kind, int(sum(src.counts))
+    n = int(sum(src.counts))
     if n == 0:
-        raise ValueError(f"no records of classes {class_names[:5]}... in split {split!r}")
-    size, render_size = _sizes(cfg)
-    channels = int(_get(cfg, "channels", 1))
-    if kind == "images" and channels != 1:
+        raise ValueError(f"no records of classes {src.class_names[:5]}... in split {split!r}")
+    draw = render.RenderSettings.from_config(cfg)
+    if src.kind == "images" and draw.channels != 1:
         raise ValueError("the 6-channel stroke-order stack needs stroke records, not images")
-    margin = float(_get(cfg, "margin", 0.06))
-    width = float(_get(cfg, "line_width_px", 4.0)) * render_size / 128.0
     do_aug = training and bool(_get(cfg, "augment", True))
-    stroke_cfg = dict(_get(cfg, "stroke_aug", None) or {})
-    image_cfg = dict(_get(cfg, "image_aug", None) or {})
     parallel = _get(cfg, "num_parallel_calls", None) or tf.data.AUTOTUNE
-    base_seed = tf.constant([seed, 0], tf.int64)
+    ds = _labelled_stream(cfg, src, n, training, seed, start, parallel)
+    ds = _drawn(ds, src.kind, draw, do_aug, cfg, seed, batch_size, parallel)
+
+    def finish(images, label, idx, seeds):
+        if do_aug:
+            crop = draw.size if draw.render_size > draw.size else None
+            images = aug.augment_images(images, seeds, dict(_get(cfg, "image_aug", None) or {}), crop=crop)
+        elif draw.render_size > draw.size:
+            images = aug.center_crop(images, draw.size)
+        images = tf.ensure_shape(images, [None, draw.size, draw.size, draw.channels])
+        return (images, label, idx) if with_index else (images, label)
+    ds = ds.map(finish, num_parallel_calls=parallel, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return ds, DatasetInfo(src.class_names, n, -(-n // batch_size), src.skipped, src.kind)
+
+
+def _labelled_stream(cfg, src, n, training, seed, start, parallel):
+    """Serialized records -> (position, (record, label, index)): labels looked up
+    in the vocabulary, shuffled, class-balanced, numbered, skipped to `start`."""
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(class_names), tf.range(len(class_names), dtype=tf.int32)),
+        tf.lookup.KeyValueTensorInitializer(tf.constant(src.class_names),
+                                            tf.range(len(src.class_names), dtype=tf.int32)),
         default_value=-1)
 
     def with_label(rec, idx):
@@ -282,6 +287,15 @@ def make_dataset(cfg, split: str, *, batch_size: int, training: bool, seed: int 
     ds = ds.scan(tf.constant(0, tf.int64), lambda c, el: (c + 1, (c, el)))
     if start:
         ds = ds.skip(int(start))  # before parsing and rendering: the skipped part is only read
+    return ds
+
+
+def _drawn(ds, kind, draw, do_aug, cfg, seed, batch_size, parallel):
+    """(position, (record, label, index)) -> batches of (images at render_size,
+    label, index, per-element seed): strokes augmented and rendered, or images
+    decoded and resized."""
+    base_seed = tf.constant([seed, 0], tf.int64)
+    stroke_cfg = dict(_get(cfg, "stroke_aug", None) or {})
 
     def elem_seed(counter):
         return tf.random.experimental.stateless_fold_in(base_seed, counter)
@@ -290,39 +304,25 @@ def make_dataset(cfg, split: str, *, batch_size: int, training: bool, seed: int 
         def prep(counter, el):
             rec, label, idx = el
             _, points, ids = shards.parse_strokes(rec)
-            unit = render.normalize(points[None], tf.shape(points)[:1], margin)[0]
-            w = tf.constant(width)
+            unit = render.normalize(points[None], tf.shape(points)[:1], draw.margin)[0]
+            w = tf.constant(draw.line_width)
             if do_aug:
-                unit, ids, w = aug.augment_strokes(unit, ids, elem_seed(counter), render_size, stroke_cfg)
+                unit, ids, w = aug.augment_strokes(unit, ids, elem_seed(counter), draw.render_size, stroke_cfg)
             return unit, ids, tf.shape(unit)[0], w, label, idx, elem_seed(counter)
 
-        ds = ds.map(prep, num_parallel_calls=parallel, deterministic=True)
-        ds = ds.padded_batch(batch_size, drop_remainder=False)
-
-        def draw(unit, ids, lengths, w, label, idx, seeds):
-            images = render.render(unit, ids, lengths, size=render_size, line_width=w, channels=channels)
+        def paint(unit, ids, lengths, w, label, idx, seeds):
+            images = render.render(unit, ids, lengths, size=draw.render_size, line_width=w, channels=draw.channels)
             return images, label, idx, seeds
-        ds = ds.map(draw, num_parallel_calls=parallel, deterministic=True)
-    else:
-        def prep_image(counter, el):
-            rec, label, idx = el
-            _, image = shards.parse_image(rec)
-            img = tf.image.convert_image_dtype(image[..., None], tf.float32)
-            img = tf.image.resize(img, [render_size, render_size], antialias=True)
-            return img, label, idx, elem_seed(counter)
-        ds = ds.map(prep_image, num_parallel_calls=parallel, deterministic=True)
-        ds = ds.batch(batch_size)
+        ds = ds.map(prep, num_parallel_calls=parallel, deterministic=True).padded_batch(batch_size)
+        return ds.map(paint, num_parallel_calls=parallel, deterministic=True)
 
-    def finish(images, label, idx, seeds):
-        if do_aug:
-            images = aug.augment_images(images, seeds, image_cfg, crop=size if render_size > size else None)
-        elif render_size > size:
-            images = aug.center_crop(images, size)
-        images = tf.ensure_shape(images, [None, size, size, channels])
-        return (images, label, idx) if with_index else (images, label)
-    ds = ds.map(finish, num_parallel_calls=parallel, deterministic=True).prefetch(tf.data.AUTOTUNE)
-    steps = -(-n // batch_size)
-    return ds, DatasetInfo(class_names, n, steps, src.skipped, kind)
+    def prep_image(counter, el):
+        rec, label, idx = el
+        _, image = shards.parse_image(rec)
+        img = tf.image.convert_image_dtype(image[..., None], tf.float32)
+        img = tf.image.resize(img, [draw.render_size, draw.render_size], antialias=True)
+        return img, label, idx, elem_seed(counter)
+    return ds.map(prep_image, num_parallel_calls=parallel, deterministic=True).batch(batch_size)
 
 
 @contextlib.contextmanager

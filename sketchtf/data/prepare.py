@@ -311,7 +311,7 @@ class _Engine:
         self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
 
     def map(self, fn, tasks, desc):
-        from sketchtf.progress import progress
+        from sketchtf.console import progress
         it = self.pool.imap(fn, tasks) if self.pool else map(fn, tasks)
         return progress(it, total=len(tasks), desc=desc)
 

@@ -23,6 +23,8 @@ order into thirds g1, g2, g3 and drawn as [g1, g2, g3, g1|g2, g2|g3, all].
 """
 from __future__ import annotations
 
+import dataclasses
+
 import tensorflow as tf
 
 # Bounds the [B, H*W, chunk] distance tensor so memory stays flat however many
@@ -30,6 +32,47 @@ import tensorflow as tf
 _MAX_ELEMENTS = 1 << 23
 _BIG = 1e12
 _TILE = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    """How a data config draws a sketch; the training pipeline and the exported
+    SavedModel both read this one object, so serving draws what training drew."""
+    size: int            # the model's input (data.image_size)
+    render_size: int     # drawn at this size, then centre-cropped to `size` (data.render_size)
+    channels: int        # 1, or 6 for the stroke-order stack
+    margin: float        # unit-canvas margin around the sketch's box (data.margin)
+    line_width: float    # pixels at render_size (data.line_width_px is given at 128 px)
+
+    @classmethod
+    def from_config(cls, cfg) -> "RenderSettings":
+        get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+        size = int(get("image_size", 128))
+        render_size = int(get("render_size", 0) or size)
+        if render_size < size:
+            raise ValueError(f"data.render_size={render_size} must be >= data.image_size={size} (it is cropped to it)")
+        return cls(size=size, render_size=render_size, channels=int(get("channels", 1)),
+                   margin=float(get("margin", 0.06)),
+                   line_width=float(get("line_width_px", 4.0)) * render_size / 128.0)
+
+
+def light_page(image):
+    """THE ink-polarity rule, used by the image readers and the serving signature:
+    True when `image` ([H, W] or [H, W, 1], uint8 or float in [0, 1]) is dark ink
+    on light paper, and so must be inverted to the ink = 1 convention. The border
+    is taken as paper: light when its median is above the midpoint of the
+    image's darkest and lightest values (or above 0.5, whichever is lower: a
+    blank light page has no midpoint to speak of), so grey photographed paper
+    under dark ink counts as light, chalk on a grey board does not, and a
+    border with some dark pixels (a line touching the edge, a shadow) does not
+    flip the decision."""
+    img = tf.convert_to_tensor(image)
+    img = tf.image.convert_image_dtype(img, tf.float32) if img.dtype == tf.uint8 else tf.cast(img, tf.float32)
+    if img.shape.rank == 3:
+        img = img[..., 0]
+    border = tf.concat([img[0], img[-1], img[:, 0], img[:, -1]], 0)
+    median = tf.sort(border)[tf.size(border) // 2]
+    return median > tf.minimum((tf.reduce_min(img) + tf.reduce_max(img)) / 2, 0.5)
 
 
 def normalize(points, lengths, margin: float = 0.06):
@@ -172,3 +215,16 @@ def strokes_to_arrays(strokes):
     pts = np.concatenate([np.asarray(s, np.float32).reshape(-1, 2) for s in strokes], axis=0)
     ids = np.concatenate([np.full(len(s), k, np.int32) for k, s in enumerate(strokes)])
     return pts, ids
+
+
+def padded_batch(sketches):
+    """Stroke lists (one per sketch) -> padded (points [B, P, 2], stroke_ids [B, P],
+    lengths [B]), the batch layout `normalize` and `render` take."""
+    import numpy as np
+    arrays = [strokes_to_arrays(s) for s in sketches]
+    lengths = np.array([len(p) for p, _ in arrays], np.int32)
+    points = np.zeros((len(arrays), lengths.max(), 2), np.float32)
+    ids = np.zeros((len(arrays), lengths.max()), np.int32)
+    for i, (p, s) in enumerate(arrays):
+        points[i, :len(p)], ids[i, :len(p)] = p, s
+    return points, ids, lengths

@@ -39,7 +39,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds

@@ -8,4 +8,8 @@ for its architecture and weight options.
 """
 from sketchtf.models.registry import available_models, build_model, register
 
+# Importing the families runs their @register decorators (registry imports none of them).
+from sketchtf.models import applications, mobilenetv2, sketchanet, sketchnet  # noqa: E402,F401
+from sketchtf.models import binary_sketchanet, frozen_mlp  # noqa: E402,F401
+
 __all__ = ["available_models", "build_model", "register"]

@@ -25,8 +25,8 @@ needs to train, and the choices made here:
   box filter per layer at inference; the option is there to compare.
 - Weight STE `ste="xnor"` (SEEDS.md C) for both models.
 Because of the BN layers its checkpoint structure differs from the float net;
-`init_from_float(model, workdir)` copies L1..L8 by layer name from a float run
-(BN starts at identity) - see the docstring for how the trainer can use it.
+`config.model.init_by_name=True` copies L1..L8 by layer name from a float run
+(BN starts at identity).
 """
 from __future__ import annotations
 
@@ -74,23 +74,3 @@ class _PreNormalized:
 
     def __call__(self, x):
         return self.conv(self.bn(x))
-
-
-def init_from_float(model, workdir):
-    """Starts `model` from a float Sketch-A-Net run by layer name (L1..L8).
-
-    For models whose checkpoint structure differs from the float net (the XNOR
-    net's BN layers); layers without a float counterpart (bn2..bn7) keep their
-    initial values. Every L* layer of `model` must be copied. Returns the names
-    of the layers copied. Training runs reach it through the config:
-    model.init_from=<float run>, model.init_by_name=True.
-    """
-    from sketchtf.trainer import copy_weights_by_name, load_trained_model  # trainer imports models
-
-    src, _, _ = load_trained_model(workdir)
-    copied = copy_weights_by_name(src, model, source=workdir)
-    missing = [layer.name for layer in model.layers
-               if layer.weights and layer.name.startswith("L") and layer.name not in copied]
-    if missing:
-        raise ValueError(f"init from {workdir}: layers {missing} of {model.name} have no counterpart in {src.name}")
-    return copied

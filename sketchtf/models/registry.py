@@ -41,16 +41,8 @@ def register(name: str):
 
 
 def available_models() -> list:
-    """Sorted names accepted by `build_model`."""
-    _load_families()
+    """Sorted names accepted by `build_model` (the package imports every family)."""
     return sorted(_BUILDERS)
-
-
-def _load_families():
-    # Importing the family modules runs their @register decorators; done lazily so
-    # `registry` itself has no import cycle with them.
-    from sketchtf.models import applications, mobilenetv2, sketchanet, sketchnet  # noqa: F401
-    from sketchtf.models import binary_sketchanet, frozen_mlp  # noqa: F401
 
 
 def _check_input_shape(input_shape) -> tuple:
@@ -65,7 +57,6 @@ def _check_input_shape(input_shape) -> tuple:
 
 def build_model(name: str, *, num_classes: int, input_shape, weights=None, **kwargs) -> keras.Model:
     """Builds the registered model `name`; extra kwargs go to its builder."""
-    _load_families()
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS))}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

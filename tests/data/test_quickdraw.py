@@ -258,8 +258,14 @@ def test_sketchrnn_truncated_and_not_zip(tmp_path, shared):
         assert str(p) in str(ei.value)
         sk = SkipCounter()
         assert list(qd.read_sketchrnn_npz(p, skip_bad=True, skipped=sk)) == [] and len(sk) == 1
+
+
+def test_sketchrnn_pickle_is_never_unpickled(tmp_path, monkeypatch):
+    # Needs no shared data: a pickle posing as .npz is refused before any load.
+    import pickle
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("a pickle was unpickled"))
     p = tmp_path / "pickle.npz"
-    p.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")  # a pickle, never unpickled
+    p.write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")
     with pytest.raises(SketchDataError, match="no zip header"):
         list(qd.read_sketchrnn_npz(p))
 

@@ -36,15 +36,50 @@ def test_matches_brute_force_reference(size, width):
         np.testing.assert_allclose(got, reference(pts, ids, size, width), atol=2e-3)
 
 
-def test_many_points_takes_chunked_path_and_still_matches():
-    # Enough segments per tile that the while-loop runs several chunks at 128 px.
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("budget_chunk", [1, 7, 64])
+def test_many_points_takes_chunked_path_and_still_matches(monkeypatch, budget_chunk):
+    # A dense spiral puts ~100+ segments in the busiest 16 px tile; shrinking the
+    # element budget to `budget_chunk` segments per pass makes the while-loop run
+    # many chunks, and every chunk must count (a loop that stopped after the
+    # first, or skipped a slice, leaves pixels uninked).
     t = np.linspace(0, 40 * np.pi, 900)
     pts = np.stack([128 + 100 * np.cos(t) * t / t[-1], 128 + 100 * np.sin(t) * t / t[-1]], 1).astype(np.float32)
     ids = np.zeros(len(pts), np.int32)
-    got = render.render_one(pts, ids, size=96, line_width=2.0).numpy()[..., 0]
-    np.testing.assert_allclose(got, reference(pts, ids, 96, 2.0), atol=2e-3)
-    assert rng is not None
+    size, tiles = 96, -(-96 // render._TILE)
+    monkeypatch.setattr(render, "_MAX_ELEMENTS", budget_chunk * tiles * tiles * render._TILE ** 2)
+    got = render.render_one(pts, ids, size=size, line_width=2.0).numpy()[..., 0]
+    np.testing.assert_allclose(got, reference(pts, ids, size, 2.0), atol=2e-3)
+
+
+def test_the_chunk_budget_changes_the_loop():
+    # What the test above relies on: at the default budget a 96 px sketch takes
+    # one pass, so without the patch it would not exercise the loop at all.
+    tiles = -(-96 // render._TILE)
+    assert render._MAX_ELEMENTS // (tiles * tiles * render._TILE ** 2) > 900
+
+
+def _page(border_values, ink=0.0, size=32):
+    img = np.full((size, size), border_values[0], np.float32)
+    ring = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    vals = np.resize(np.asarray(border_values, np.float32), ring.size)
+    img[0], img[-1] = vals[:size], vals[size:2 * size]
+    img[:, 0], img[:, -1] = vals[2 * size:3 * size], vals[3 * size:]
+    img[8:24, 15:17] = ink  # a stroke
+    return img
+
+
+def test_light_page_rule():
+    assert bool(render.light_page(_page([1.0], ink=0.0)))           # black on white paper
+    assert not bool(render.light_page(_page([0.0], ink=1.0)))       # Quick Draw: white on black
+    assert bool(render.light_page(_page([0.45], ink=0.1)))          # grey photographed paper
+    assert not bool(render.light_page(_page([0.45], ink=0.95)))     # chalk on a grey board
+    assert bool(render.light_page(np.full((8, 8), 0.98, np.float32)))   # a blank page is paper
+    assert not bool(render.light_page(np.zeros((8, 8), np.float32)))    # a blank canvas is not
+    assert bool(render.light_page((_page([1.0]) * 255).astype(np.uint8)[..., None]))  # uint8 [H, W, 1]
+    # A border 60% light paper (0.6) and 40% shadow (0.0): the old serving rule
+    # (border mean 0.36 <= 0.5) kept it, the old folder rule (most border pixels
+    # light) inverted it. The one rule inverts: the paper is the border's median.
+    assert bool(render.light_page(_page([0.6, 0.6, 0.6, 0.0, 0.0], ink=0.0)))
 
 
 def test_batch_padding_does_not_change_a_sketch():

@@ -25,7 +25,6 @@ def resnet_ckpt(tmp_path_factory):
 
 def test_efficientnet_b4_gray_forward(effnet_gray):
     m = effnet_gray
-    print("efficientnet_b4 params at 10 classes, 1 channel:", m.count_params())
     assert m.name == "efficientnet_b4" and _is_flat(m)
     assert m.get_layer("stem_conv").get_weights()[0].shape[2] == 1  # built for 1 channel
     y = m(np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32), training=False)
@@ -36,7 +35,6 @@ def test_efficientnet_b4_gray_forward(effnet_gray):
 
 def test_resnet50_gray_forward():
     m = build_model("resnet50", num_classes=10, input_shape=(32, 32, 1))
-    print("resnet50 params at 10 classes, 1 channel:", m.count_params())
     assert m.name == "resnet50" and _is_flat(m)
     y = m(np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32), training=False)
     assert y.shape == (2, 10)

@@ -1,0 +1,105 @@
+"""QAT models build and convert to INT8 TFLite that runs in ai-edge-litert."""
+import json
+
+import numpy as np
+import pytest
+
+from sketchtf.ship import quantize
+from sketchtf.config import experiment, smoke
+from sketchtf.keras import keras
+from sketchtf.models import build_model
+from sketchtf.ship.tflite_runner import TFLiteClassifier
+
+STUDENTS = ("sketchnet", "mobilenetv2", "mobilenetv2_s1", "mobilenetv2_s2")
+SHAPE = (32, 32, 1)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_qat_model_builds_for_each_student(name):
+    m = build_model(name, num_classes=5, input_shape=SHAPE)
+    before = [w.copy() for w in m.get_weights()]
+    q = quantize.qat_model(m)
+    plan = quantize.annotation_plan(m)
+    # MobileNetV2's Rescaling is the one layer outside TFMOT's registry
+    assert [p["layer"] for p in plan] == ([] if name == "sketchnet" else ["to_pm1"])
+    assert q.get_layer("quant_block1_conv" if name == "sketchnet" else "quant_to_pm1")
+    assert q.output_shape == (None, 5)
+    # the float weights were copied into the QAT twin (first conv and the logits layer)
+    first = "block1_conv" if name == "sketchnet" else "stem_conv"
+    for layer in (first, "logits"):
+        kernel = [w for w in q.get_layer("quant_" + layer).weights if w.name.endswith("/kernel:0")]
+        np.testing.assert_array_equal(kernel[0].numpy(), m.get_layer(layer).kernel.numpy())
+    assert all(np.array_equal(a, b) for a, b in zip(before, m.get_weights()))
+
+
+class _NotInRegistry(keras.layers.Layer):
+    def call(self, x):
+        return x * 2.0
+
+
+def test_unquantizable_layer_is_named():
+    inp = keras.Input(SHAPE)
+    m = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(_NotInRegistry(name="odd")(inp))))
+    with pytest.raises(ValueError, match="odd"):
+        quantize.qat_model(m)
+
+
+def _calibrate(model, n=8):
+    x = np.random.default_rng(1).random((n, *SHAPE), np.float32)
+    model(x, training=True)  # lets the fake-quants see activation ranges
+    return x
+
+
+@pytest.mark.parametrize("name,io", [("sketchnet", "int8"), ("sketchnet", "uint8"), ("mobilenetv2_s2", "int8")])
+def test_int8_tflite_runs_in_litert_and_matches_qat_keras(name, io):
+    q = quantize.qat_model(build_model(name, num_classes=5, input_shape=SHAPE))
+    x = _calibrate(q)
+    r = TFLiteClassifier(quantize.to_tflite(q, x, io_dtype=io), num_threads=1)
+    assert r.input_dtype == np.dtype(io) and r.output_dtype == np.dtype(io)
+    # fully INT8: no float compute op; QUANTIZE/DEQUANTIZE only re-scale at the edges
+    float_ops = set(r.op_names()) - {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE",
+                                     "ADD", "MUL", "MEAN", "QUANTIZE", "DEQUANTIZE", "DELEGATE"}
+    assert not float_ops
+    got, want = r.predict(x), q(x, training=False).numpy()
+    out_scale = r._out["quantization"][0]
+    assert np.max(np.abs(got - want)) <= 4 * out_scale + 1e-6
+
+
+def test_to_tflite_checks_arguments():
+    m = build_model("sketchnet", num_classes=3, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="io_dtype"):
+        quantize.to_tflite(m, np.zeros((1, *SHAPE), np.float32), io_dtype="int4")
+    with pytest.raises(ValueError, match="representative"):
+        quantize.to_tflite(m, None)
+
+
+def test_calibration_counts_favour_worst_classes():
+    c = quantize.calibration_counts([1.0, 0.9, 0.6, 0.8], total=101, worst_boost=2.0)
+    assert c.sum() == 101
+    assert np.argmax(c) == 2 and np.argmin(c) == 0
+    assert c[2] == pytest.approx(3 * c[0], abs=2)  # worst class: 1 + boost shares
+    assert list(quantize.calibration_counts([1.0, 1.0], total=7)) in ([4, 3], [3, 4])
+
+
+def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
+    from sketchtf.training import trainer
+    float_cfg = smoke(experiment("sketchnet"), image_size=32)
+    float_cfg.data.synthetic_per_class = 2
+    trainer.train_and_evaluate(float_cfg, str(tmp_path / "float"))
+    c = smoke(experiment("sketchnet"), image_size=32)
+    c.data.synthetic_per_class = 2
+    c.quantize = quantize.quantize_defaults()
+    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2))
+    out = quantize.quantize_and_export(c, str(tmp_path / "qat"))
+    assert sorted(out["files"]) == ["float", "ptq_int8", "qat_int8"]
+    assert out["calibration"]["total"] == 24
+    assert out["sizes"]["qat_int8"] < out["sizes"]["float"] / 3  # 8-bit weights
+    saved = json.loads((tmp_path / "qat" / "tflite" / "quantize.json").read_text())
+    assert saved["sizes"] == out["sizes"]
+    assert (tmp_path / "qat" / "metrics.json").exists()  # the usual training report
+    qm, _, names = quantize.load_qat_model(str(tmp_path / "qat"))
+    assert qm.output_shape == (None, len(names))
+    # a float run of another size is refused with the key that differs
+    c.data.image_size = 48
+    with pytest.raises(ValueError, match="data.image_size"):
+        quantize.quantize_and_export(c, str(tmp_path / "bad"))
