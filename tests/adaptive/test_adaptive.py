@@ -206,7 +206,11 @@ def test_fit_policies_learns_a_separable_split():
     feats[:, 0] = small_right  # a stroke statistic that tells them apart
     ad = adaptive_config(sizes=(32, 64), lambda_flops=0.2, selector=dict(steps=300, lr=0.05))
     pol = E.fit_policies(probs, labels, feats, [1000, 4000], ad)
-    assert pol["default"] in ("selector", "selector_lowres", "cascade")
+    # Only the stroke statistic tells which sketches 32 px gets right: the stats
+    # selector (about 1 - 0.2 * 2500/4000 = 0.875) beats any policy blind to it
+    # (all at 64 px: 0.8), and the default is the best holdout objective.
+    objectives = {m: pol[m]["holdout_objective"] for m in ("selector", "selector_lowres", "cascade")}
+    assert pol["default"] == max(objectives, key=objectives.get) == "selector", objectives
     json.dumps(pol)  # serializable as policy.json
     rows = {r["method"]: r for r in E.evaluate_policies(probs, labels, feats, [1000, 4000], (32, 64), pol)}
     assert rows["fixed 64"]["top1"] == 100.0 and rows["fixed 32"]["top1"] == 50.0

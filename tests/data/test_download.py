@@ -214,11 +214,17 @@ def test_probe_gives_up_on_a_hanging_resolver(monkeypatch):
     assert time.monotonic() - t0 < 3
 
 
-def test_probe_goes_to_the_proxy_when_one_is_set(monkeypatch, server):
+def test_probe_goes_to_the_proxy_when_one_is_set(monkeypatch, server, closed_port_url):
     monkeypatch.setenv("https_proxy", server.url)
     monkeypatch.setenv("no_proxy", "")
     assert dl._endpoint("https://storage.googleapis.com/x") == ("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
-    dl.probe("https://storage.googleapis.com/x", timeout=2)  # reaches the "proxy" only
+    looked_up, real = [], socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: looked_up.append(host) or real(host, *a, **k))
+    dl.probe("https://storage.googleapis.com/x", timeout=2)
+    assert looked_up == ["127.0.0.1"]  # the proxy, never the bucket's host
+    monkeypatch.setenv("https_proxy", closed_port_url)  # a dead proxy means offline
+    with pytest.raises(dl.DownloadError):
+        dl.probe("https://storage.googleapis.com/x", timeout=2)
 
 
 # ----------------------------------------------------------------------------- TU-Berlin

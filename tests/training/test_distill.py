@@ -167,8 +167,11 @@ def test_cache_reused_keyed_by_index_and_invalidated_when_teacher_changes(tmp_pa
     train, _ = pipeline.make_dataset(c.data, "train", batch_size=16, training=True, class_names=names,
                                      with_index=True)
     ids = next(iter(train))[2].numpy()
-    _, _, t = next(iter(distill.with_cached_logits(train, logits)))
     assert not np.array_equal(ids, np.sort(ids))  # shuffled: a positional lookup would be wrong
+    # The index rides along in x here so that each batch's targets can be checked row by row.
+    keep_index = train.map(lambda x, y, i: (i, y, i))
+    for i, _, t in distill.with_cached_logits(keep_index, logits).take(2):
+        np.testing.assert_array_equal(t.numpy(), logits[i.numpy()])
     ids2 = next(iter(train))[2].numpy()
     assert not np.array_equal(ids, ids2)  # each iteration reshuffles; only the index is a stable key
     # Reused as long as nothing changed.

@@ -136,9 +136,15 @@ def test_workdir_reloads_and_exports(backbone_wd, frozen_run, tmp_path):
     wd = frozen_run["wd"]
     cfg = json.loads(pathlib.Path(wd, "config.json").read_text())
     assert cfg["model"]["name"] == "sketchnet" and cfg["frozen"]["backbone_workdir"] == backbone_wd
-    model, _, names = run_folder.load_trained_model(wd)
+    model, wconfig, names = run_folder.load_trained_model(wd)
     x = _images(backbone_wd)
-    # the reloaded model scores the eval features as the head did (metrics.json)
+    # the reloaded model scores the eval split as the head did (metrics.json)
+    from sketchtf.data import pipeline
+    from sketchtf.evaluation.scoring import predict_scores
+    ds, _ = pipeline.make_dataset(wconfig.data, wconfig.get("eval_split", "test"), batch_size=64, training=False,
+                                  class_names=names)
+    saved = json.loads(pathlib.Path(wd, "metrics.json").read_text())
+    assert predict_scores(model, ds, names)[0]["top1"] == pytest.approx(saved["top1"], abs=1e-6)
     backbone, config, _ = run_folder.load_trained_model(backbone_wd)
     assert not np.allclose(model(x, training=False).numpy(), backbone(x, training=False).numpy())
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
