@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Issue 3 baselines on quickdraw_10class_ndjson (train/ -> test/), CPU-sized:
 # 64 px (Sketch-A-Net 96 px, rendered at 108 and cropped), few epochs. Each run
-# writes runs/baselines/<model>/{metrics.json,report.md}; docs/results.md quotes them.
+# writes runs/baselines/<model>/{metrics.json,report.md}. docs/results.md quotes
+# them, copied by hand; print them as table rows to compare with:
+#   python scripts/results_table.py $OUT/sketchnet $OUT/mobilenetv2_s1 ...
+# The Sketch-A-Net 10-view row: python -m sketchtf.evaluate --workdir=$OUT/sketchanet --ten_view
 set -euo pipefail
 EPOCHS=${EPOCHS:-3}
 OUT=${OUT:-runs/baselines}

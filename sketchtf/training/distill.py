@@ -29,9 +29,9 @@ the soft targets stay those of the clean drawing. Caching K augmented views
 instead is not possible with the current pipeline: its augmentation seed is
 the element's position in the shuffled stream, and the shuffle order changes
 each time the dataset is iterated, so (drawing, view) does not determine the
-image. What the clean view costs was measured (docs/distill.md): how often the
-teacher's top-1 on the augmented image agrees with its top-1 on the clean one,
-and the student's accuracy with cached vs live targets.
+image. What the clean view costs is measured by clean_view_agreement (the
+command is in docs/distill.md): how often the teacher's top-1 on the augmented
+image agrees with its top-1 on the clean one.
 
 Feature distillation (`distill.feature`): the output of `student_layer` goes
 through a learned 1x1 projection to the channels of `teacher_layer` (bilinear
