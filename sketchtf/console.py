@@ -4,9 +4,9 @@ own logging kept to warnings unless asked for.
 Every `python -m sketchtf.<verb>` runs through `run(main)`, which adds
 --tf_log=info|warning|error (default warning): TF's C++ log level
 (TF_CPP_MIN_LOG_LEVEL) and the absl/Python log level. TensorFlow is imported
-there, before main, with the lines its import writes straight to stderr (CUDA
-probes on a CPU machine, "log messages before absl::InitializeLog") filtered
-out; anything else it writes is passed through.
+there, before main, with the lines its import and device probe write straight
+to stderr (CUDA probes on a CPU machine, "log messages before
+absl::InitializeLog") filtered out; anything else they write is passed through.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ _LEVELS = {"info": "0", "warning": "1", "error": "2"}
 _IMPORT_NOISE = re.compile(r"cudart_stub\.cc|cuda_(dnn|fft|blas|executor)\.cc|Unable to register cu|"
                            r"All log messages before absl::InitializeLog|computation placer already registered|"
                            r"oneDNN custom operations are on|TF-TRT Warning|This TensorFlow binary is optimized|"
-                           r"rebuild TensorFlow with the appropriate compiler flags")
+                           r"rebuild TensorFlow with the appropriate compiler flags|failed call to cuInit")
 
 
 def progress(iterable, *, total=None, desc: str = ""):
@@ -50,6 +50,7 @@ def _import_filtered():
         os.dup2(capture.fileno(), 2)
         try:
             import tensorflow as tf
+            tf.config.list_physical_devices("GPU")  # the CUDA probe (cuInit) logs here, inside the filter
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -4,8 +4,9 @@
 
 1. builds the pipeline and writes samples.png (rendered, augmented sketches);
 2. trains the config's model with the standard loop (TensorBoard, checkpoints,
-   resume, metrics.json, report.md);
-3. exports a TF Serving SavedModel to <workdir>/export/<model_name>/<version>.
+   resume; the epoch kept is the best on valid);
+3. scores it once on test (<workdir>/eval_test/metrics.json, report.md);
+4. exports a TF Serving SavedModel to <workdir>/export/<model_name>/<version>.
 """
 import os
 
@@ -35,12 +36,14 @@ def write_preview(cfg, workdir):
 def main(argv):
     del argv
     from sketchtf import workdir as run_folder
+    from sketchtf.evaluation.scoring import evaluate_workdir
     from sketchtf.ship import export
     from sketchtf.training import trainer
     cfg, workdir = _CONFIG.value, _WORKDIR.value
     os.makedirs(workdir, exist_ok=True)
     png = write_preview(cfg, workdir)
-    result = trainer.train_and_evaluate(cfg, workdir)
+    trainer.train_and_evaluate(cfg, workdir)
+    result, eval_dir = evaluate_workdir(workdir, "test")
     model, config, class_names = run_folder.load_trained_model(workdir)
     base = os.path.join(workdir, "export")
     version = 1 + max([int(v) for v in _listdir(os.path.join(base, cfg.export.model_name)) if v.isdigit()] or [0])
@@ -48,7 +51,7 @@ def main(argv):
                                      version=version, top_k=cfg.export.top_k)
     print(f"\ntest top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  macro-F1 {result['macro_f1']:.4f}")
     print(f"samples:      {png}")
-    print(f"report:       {os.path.join(workdir, 'report.md')}")
+    print(f"report:       {os.path.join(eval_dir, 'report.md')} (test), {os.path.join(workdir, 'report.md')} (valid)")
     print(f"TensorBoard:  tensorboard --logdir {os.path.join(workdir, 'tb')}")
     print(f"SavedModel:   {path}")
 

@@ -3,7 +3,8 @@
 A workdir holds:
   config.json    the resolved config (sketchtf.config)
   classes.json   the vocabulary, index = label
-  checkpoints/   one tf.train checkpoint per finished epoch (never a NaN one)
+  checkpoints/   one tf.train checkpoint per finished epoch (never a NaN one);
+                 checkpoints/best/ the epoch chosen on valid (train.keep_best)
 and, from training, backup/, tb/, history.csv, metrics.json, report.md.
 
 Models never import this module; train, evaluate and ship read and write runs
@@ -54,9 +55,11 @@ def build_config_model(config, num_classes):
 
 
 def latest_checkpoint(workdir):
+    """The run's model: checkpoints/best/ when the run kept its best epoch on
+    valid (train.keep_best), else the last finished epoch."""
     import tensorflow as tf
     ckdir = os.path.join(workdir, "checkpoints")
-    path = tf.train.latest_checkpoint(ckdir)
+    path = tf.train.latest_checkpoint(os.path.join(ckdir, "best")) or tf.train.latest_checkpoint(ckdir)
     if not path:
         raise FileNotFoundError(f"no checkpoint in {ckdir}: train first (python -m sketchtf.train ...)")
     return path

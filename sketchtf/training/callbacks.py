@@ -7,6 +7,7 @@ TensorBoard / CSVLogger, which write what they receive.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 
@@ -67,11 +68,48 @@ class SafeCheckpoint(keras.callbacks.Callback):
             return
         self._mgr().save(checkpoint_number=epoch + 1)
 
+    def restore_best(self) -> str | None:
+        """Loads the best checkpoint kept by BestCheckpoint into the model, if any."""
+        path = tf.train.latest_checkpoint(os.path.join(self.directory, "best"))
+        if path:
+            tf.train.Checkpoint(model=self.saved_model).restore(path).expect_partial()
+        return path
+
     def restore_last_good(self) -> str | None:
         path = self._mgr().latest_checkpoint
         if path:
             self.manager.checkpoint.restore(path).expect_partial()
         return path
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the epoch with the best logs[monitor] (higher is better) in
+    <checkpoints>/best/, with best.json saying which epoch and value. Runs after
+    EvalCallback (which puts val_* into the logs). workdir.load_trained_model
+    prefers this checkpoint: the run's model is the one chosen on `valid`."""
+
+    def __init__(self, directory, guard: NanGuard, monitor="val_top1", target=None):
+        super().__init__()
+        self.directory, self.guard, self.monitor, self.target = os.path.join(directory, "best"), guard, monitor, target
+        self.best = self._saved_value()
+
+    def _saved_value(self):
+        path = os.path.join(self.directory, "best.json")
+        if os.path.exists(path):  # a resumed run keeps comparing with its earlier best
+            with open(path) as f:
+                return float(json.load(f)["value"])
+        return -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or self.guard.hit_nan or not float(value) > self.best:
+            return
+        self.best = float(value)
+        model = self.target or self.model
+        mgr = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), self.directory, max_to_keep=1)
+        path = mgr.save(checkpoint_number=epoch + 1)
+        with open(os.path.join(self.directory, "best.json"), "w") as f:
+            json.dump(dict(epoch=epoch + 1, monitor=self.monitor, value=self.best, checkpoint=path), f)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -137,7 +137,8 @@ def train_head(head, train: FeatureSet, train_cfg, seed=0, log=print):
     ds = tf.data.Dataset.from_tensor_slices((train.features, train.labels)) \
         .shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(bs).prefetch(tf.data.AUTOTUNE)
     t0, c0 = time.time(), time.process_time()
-    hist = head.fit(ds, epochs=int(train_cfg.epochs), verbose=int(train_cfg.get("verbose", 2)))
+    from sketchtf.training.trainer import verbosity
+    hist = head.fit(ds, epochs=int(train_cfg.epochs), verbose=verbosity(train_cfg.get("verbose", 2)))
     wall, cpu = time.time() - t0, time.process_time() - c0
     loss = hist.history["loss"][-1]
     if not np.isfinite(loss):

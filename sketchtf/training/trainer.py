@@ -150,6 +150,14 @@ def _smoothed_loss(config):
     return loss
 
 
+def verbosity(value):
+    """train.verbose; -1 (the default): a progress bar on a terminal, one line per
+    epoch in a log (Keras' bar writes every step into a file: pages per epoch)."""
+    if int(value) < 0:
+        return 1 if sys.stdout.isatty() else 2
+    return int(value)
+
+
 def _save_freq(value):
     """train.backup_every: "epoch", or a number of steps (a string in the config: "2000")."""
     text = str(value).strip()
@@ -174,12 +182,27 @@ def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=No
     # Every worker reads workdir/backup; tf_keras sends non-chief writes to a temp dir.
     backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
                                               save_freq=_save_freq(config.train.get("backup_every", "epoch")))
-    callbacks = ([cb.RunLog(workdir)] if chief else []) + [
-        guard, evaluator, cb.LearningRateLogger(), ckpt, backup,
-        keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0)]
+    callbacks = ([cb.RunLog(workdir)] if chief else []) + [guard, evaluator, cb.LearningRateLogger(), ckpt]
+    callbacks += _selection_callbacks(config, out, guard, target)
+    callbacks += [backup, keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0)]
     if chief:
         callbacks.append(keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True))
     return callbacks, guard, ckpt, evaluator
+
+
+def _selection_callbacks(config, out, guard, target):
+    """train.keep_best and train.early_stop_patience, both on val_top1 of
+    eval_split, which must be "valid": choosing on test would leak it."""
+    keep, patience = bool(config.train.get("keep_best", False)), int(config.train.get("early_stop_patience", 0))
+    if not (keep or patience):
+        return []
+    if config.get("eval_split", "test") != "valid":
+        raise ValueError("train.keep_best / train.early_stop_patience choose on eval_split, which is "
+                         f"{config.get('eval_split', 'test')!r}: set eval_split='valid' (and data.valid_fraction > 0)")
+    out_cbs = [cb.BestCheckpoint(os.path.join(out, "checkpoints"), guard, target=target)] if keep else []
+    if patience:
+        out_cbs.append(keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience))
+    return out_cbs
 
 
 def _samples(train_ds, n=16):
@@ -202,7 +225,7 @@ def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, ti
     t0 = time.time()
     with pipeline.explain_data_errors(config.data):
         fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,
-                      verbose=int(config.train.get("verbose", 1)))
+                      verbose=verbosity(config.train.get("verbose", -1)))
     wall = time.time() - t0
     if distribute.is_chief(strategy):
         # The TensorBoard input preview iterates train_ds, and a seeded reshuffling
@@ -214,6 +237,8 @@ def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, ti
     if guard.hit_nan:
         path = ckpt.restore_last_good()
         raise NonFiniteLossError(f"training stopped on a non-finite loss; last good checkpoint: {path}")
+    if config.train.get("keep_best", False):
+        ckpt.restore_best()  # the reported (and loaded, exported) model is the one chosen on valid
     # Every worker evaluates (BatchNorm statistics are all-reduced when read); the chief writes.
     result, loss = predict_scores(model, eval_ds, info.class_names)
     if not distribute.is_chief(strategy):
