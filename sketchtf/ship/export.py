@@ -1,9 +1,11 @@
 """SavedModel export for TF Serving: `<base>/<model_name>/<version>/`.
 
 Signatures (method name tensorflow/serving/predict):
-  serving_default   image_bytes: string [B]   encoded PNG/JPEG/GIF/BMP, any size,
-                    dark ink on light paper or light on dark (render.light_page,
-                    the rule the image readers use)
+  serving_default   image_bytes: string [B]   encoded PNG/JPEG/GIF/BMP, any size:
+                    a scan, photo or canvas export, brought to the training
+                    renders' look in-graph (sketchtf/data/scans.py: ink
+                    polarity, paper level, line width, crop to the ink's box
+                    with the training margin)
   predict_strokes   strokes: float32 [B, P, 3]  rows (x, y, stroke_index), any
                     units, x right / y down; stroke_index non-decreasing from 0;
                     lengths: int32 [B]  valid rows per sketch (the rest padding)
@@ -23,7 +25,7 @@ import os
 
 import tensorflow as tf
 
-from sketchtf.data import augment, render
+from sketchtf.data import augment, render, scans
 
 
 class ServingModule(tf.Module):
@@ -51,10 +53,8 @@ class ServingModule(tf.Module):
 
     def decode_images(self, image_bytes):
         def one(b):
-            img = tf.io.decode_image(b, channels=1, expand_animations=False)
-            img = tf.image.convert_image_dtype(img, tf.float32)
-            img = tf.where(render.light_page(img), 1.0 - img, img)  # to ink = 1 on 0
-            return tf.image.resize(img, [self.size, self.size], antialias=True)
+            img = tf.image.convert_image_dtype(tf.io.decode_image(b, channels=1, expand_animations=False), tf.float32)
+            return scans.to_training_look(img, self.draw)  # polarity, paper, line width, framing
         return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([self.size, self.size, 1], tf.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])

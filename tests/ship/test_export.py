@@ -139,6 +139,8 @@ def test_training_reader_and_serving_agree_on_ink_polarity(tmp_path):
     module = export.ServingModule(build_model("sketchnet", num_classes=3, input_shape=(32, 32, 1)), ["a", "b", "c"],
                                   data_config(image_size=32))
     served = module.decode_images(tf.constant([path.read_bytes()])).numpy()[0, ..., 0]
-    for got in (read, served):
-        assert got[16, 21] > 0.9 and got[16, 25] < 0.5  # stroke inked, paper not
-    np.testing.assert_allclose(served, read, atol=0.02)
+    assert read[16, 21] > 0.9 and read[16, 25] < 0.5  # stroke inked, paper not
+    # Served: the same polarity (inverted the other way, the stroke would sit
+    # below the paper and nothing would be left as ink), the shadow taken out as
+    # background, and the stroke framed as the training renders are.
+    assert served.max() > 0.9 and 0.0 < (served > 0.5).mean() < 0.2
