@@ -35,12 +35,32 @@ def _decode(value, name):
     return value
 
 
+def _strings(arr, name):
+    """Every element of a string input must be a string or {"b64": ...}; str is sent as UTF-8."""
+    for i, v in enumerate(arr.flat):
+        if isinstance(v, str):
+            try:
+                arr.flat[i] = v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise RequestError(f"input {name!r}: instance {_row(arr, i)}: not valid UTF-8 ({e.reason})") from None
+        elif not isinstance(v, bytes):
+            raise RequestError(f"input {name!r}: instance {_row(arr, i)}: expected a string or "
+                               f'{{"b64": ...}}, got {type(v).__name__}')
+    return arr
+
+
+def _row(arr, flat_index):
+    return int(np.unravel_index(flat_index, arr.shape)[0]) if arr.ndim else 0
+
+
 def _as_array(values, spec, name):
-    """Converts a decoded JSON batch to the dtype and checks the rank of spec."""
+    """Converts a decoded JSON batch to the dtype and checks the rank of spec
+    (and, for floats, that every value is finite: NaN/Infinity/1e39 in float32)."""
     dtype = spec.dtype.as_numpy_dtype if spec.dtype.name != "string" else object
     try:
-        arr = np.array(values, dtype=dtype)
-    except (ValueError, TypeError) as e:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.array(values, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as e:
         raise RequestError(f"input {name!r}: cannot convert to {spec.dtype.name} "
                            f"(ragged or mixed values? instances must share a shape): {e}") from None
     if spec.shape.rank is not None and arr.ndim != spec.shape.rank:
@@ -49,13 +69,27 @@ def _as_array(values, spec, name):
     for i, (want, got) in enumerate(zip(spec.shape.as_list(), arr.shape)):
         if want is not None and want != got:
             raise RequestError(f"input {name!r}: dimension {i} must be {want}, got {got}")
+    if dtype is object:
+        return _strings(arr, name)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise RequestError(f"input {name!r}: instance {_row(arr, bad)}: non-finite value "
+                           "(NaN, Infinity, or a number beyond float32's range)")
     return arr
 
 
-def parse_request(body, input_specs: dict) -> dict:
+def _count(batch, what, max_instances):
+    """Checks the number of instances before any conversion work."""
+    if max_instances is not None and isinstance(batch, list) and len(batch) > max_instances:
+        raise RequestError(f"{what}: {len(batch)} instances, over max_instances={max_instances} "
+                           f"(instance {max_instances} is the first over the limit)")
+
+
+def parse_request(body, input_specs: dict, max_instances: int | None = None) -> dict:
     """Maps a predict request body onto {input_name: numpy batch}.
 
     input_specs: the signature's structured_input_signature[1] (name -> TensorSpec).
+    max_instances: more rows than this is a RequestError (checked before converting).
     """
     if not isinstance(body, dict):
         raise RequestError("request body must be a JSON object")
@@ -63,12 +97,19 @@ def parse_request(body, input_specs: dict) -> dict:
     if has_rows == has_cols:
         raise RequestError('request must have exactly one of "instances" or "inputs"')
     names = sorted(input_specs)
+    # {"b64": ...} is decoded for string inputs only (as TF Serving does); numbers go to numpy as they are.
+    strings = {n for n in names if input_specs[n].dtype.name == "string"}
+
+    def _decode_in(value, n):
+        return _decode(value, n) if n in strings else value
+
     if has_rows:
         rows = body["instances"]
         if not isinstance(rows, list) or not rows:
             raise RequestError('"instances" must be a non-empty list')
+        _count(rows, '"instances"', max_instances)
         if len(names) == 1 and not (isinstance(rows[0], dict) and set(rows[0]) == {names[0]}):
-            columns = {names[0]: [_decode(r, names[0]) for r in rows]}
+            columns = {names[0]: [_decode_in(r, names[0]) for r in rows]}
         else:
             columns = {}
             for i, r in enumerate(rows):
@@ -76,7 +117,7 @@ def parse_request(body, input_specs: dict) -> dict:
                     got = sorted(r) if isinstance(r, dict) else type(r).__name__
                     raise RequestError(f"instance {i}: expected inputs {names}, got {got}")
                 for n in names:
-                    columns.setdefault(n, []).append(_decode(r[n], n))
+                    columns.setdefault(n, []).append(_decode_in(r[n], n))
     else:
         cols = body["inputs"]
         if len(names) == 1 and not (isinstance(cols, dict) and set(cols) == {names[0]}):
@@ -84,7 +125,9 @@ def parse_request(body, input_specs: dict) -> dict:
         if not isinstance(cols, dict) or set(cols) != set(names):
             got = sorted(cols) if isinstance(cols, dict) else type(cols).__name__
             raise RequestError(f'"inputs": expected {names}, got {got}')
-        columns = {n: _decode(cols[n], n) for n in names}
+        for n in names:
+            _count(cols[n], f'"inputs" {n!r}', max_instances)
+        columns = {n: _decode_in(cols[n], n) for n in names}
     return {n: _as_array(columns[n], input_specs[n], n) for n in names}
 
 
