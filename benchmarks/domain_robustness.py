@@ -1,7 +1,7 @@
 """Drawings that are not Quick Draw renders, through the exported serving_default.
 
   python benchmarks/domain_robustness.py                      # trains a 64 px SketchNet first (~10 min, 2 cores)
-  python benchmarks/domain_robustness.py --workdir=runs/sketchnet64 --no_train
+  python benchmarks/domain_robustness.py --workdir=runs/sketchnet64 --notrain
 
 Takes a SketchNet trained on quickdraw_10class_ndjson (train split; checkpoints
 chosen on `valid`), exports it, and sends every test drawing (494) four ways:
@@ -85,7 +85,9 @@ def main(argv):
     if _TRAIN.value:
         train(workdir)
     model, config, names = load_trained_model(workdir)
-    base = export_saved_model(model, names, config.data, os.path.join(workdir, "export"), "sk", version=1)
+    # A fresh export each run: the image path (scans.py) is part of the SavedModel.
+    base = export_saved_model(model, names, config.data, tempfile.mkdtemp(prefix="export_", dir=workdir), "sk",
+                              version=1)
     served = tf.saved_model.load(base)
     records = pipeline.load_records(config.data, "test")
     labels = np.array([names.index(r.label) for r in records])

@@ -67,6 +67,22 @@ def test_thick_canvas_lines_are_thinned_to_the_training_width():
     assert near(want, got) > 0.85
 
 
+def test_thick_lines_are_not_taken_for_paper():
+    # A 40 px line covers whole blocks of the paper estimate: their medians are ink.
+    thick = page([np.array([[0, 0], [100, 100], [200, 0]]), np.array([[0, 150], [200, 150]])],
+                 canvas=600, width=40, out=600, scale=0.8)
+    ink = scans.paper_to_zero(tf.constant(1.0 - thick[..., None])).numpy()[..., 0]
+    assert (ink[thick < 0.5] > 0.3).mean() > 0.98  # the lines stay filled, not hollow outlines
+
+
+@pytest.mark.parametrize("width", [6, 10, 16])
+def test_line_width_estimate_at_45_degrees(width):
+    y, x = np.mgrid[:240, :240]
+    band = (np.abs(x - y) / np.sqrt(2) <= width / 2) & (x > 20) & (x < 220)
+    got = float(scans.line_width(tf.constant(band[..., None].astype(np.float32))))
+    assert abs(got - width) <= 0.15 * width, got
+
+
 @pytest.mark.parametrize("width", [1, 3, 6, 10])
 def test_line_width_estimate(width):
     img = np.zeros((200, 200, 1), np.float32)
