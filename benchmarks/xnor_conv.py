@@ -23,11 +23,14 @@ the packed binary-weight file (paper: 32.72 MB -> 1.82 MB).
 
 Prints tables, then ONE JSON line of headline ratios (fp32 time / op time,
 summed over L2..L5; whole-model ratios; sizes) with the targets and the
-measured popcount roofline.
+measured popcount ceilings: the streaming probe and the register-resident one
+(compute bound of the kernel's own instruction sequence), with each layer's
+XNOR rate as a fraction of the latter on the threads used.
 
     python benchmarks/xnor_conv.py [--repeats 9] [--batches 1,32] [--threads 0]
     python benchmarks/xnor_conv.py --threads 1 --clock cpu   # per core, load-independent
     python benchmarks/xnor_conv.py --model-size 128 --classes 10   # the qd10 "128" configs
+    python benchmarks/xnor_conv.py --split   # batch-1 threading: 1 thread vs old/new sharding
 """
 import argparse
 import json
@@ -142,6 +145,47 @@ def measure_layers(batches=(1, 32), repeats=9, warmup=2, min_sample_s=0.02, laye
     return rows
 
 
+SPLIT_MODES = ("serial", "pixels", "auto")
+
+
+def measure_split(batch=1, repeats=9, warmup=2, min_sample_s=0.02, layers=None):
+    """Batch-1 threading, side by side in one process: each layer's XNOR and
+    binary-weight op with SKETCHTF_XNOR_SPLIT (read by the ops on every call)
+    = "serial" (the whole op on the calling thread: the one-thread baseline),
+    "pixels" (TF cost-model sharding, the rule before the batch-1 split) and
+    "auto" (equal shards: filter chunks for XNOR, tile runs for binary weight),
+    interleaved within every repeat. Returns {layer: {op: {mode: seconds}}}."""
+    out = {}
+    old = os.environ.get("SKETCHTF_XNOR_SPLIT")
+    try:
+        for name, (hw, cin, cout, k, padding) in LAYERS.items():
+            if layers and name not in layers:
+                continue
+            fns = _layer_fns(hw, cin, cout, k, padding, batch, seed=int(name[1:]) * 100 + batch)
+            todo = [(op, m) for op in ("xnor", "bw") for m in SPLIT_MODES]
+            calls = {}
+            for op, m in todo:
+                os.environ["SKETCHTF_XNOR_SPLIT"] = m
+                fn, arg = fns[op]
+                for _ in range(warmup):
+                    _time_calls(fn, arg, 2)
+                calls[op, m] = max(1, int(min_sample_s / max(_time_calls(fn, arg, 4), 1e-6)))
+            samples = {key: [] for key in todo}
+            for _ in range(repeats):
+                for op, m in todo:
+                    os.environ["SKETCHTF_XNOR_SPLIT"] = m
+                    fn, arg = fns[op]
+                    samples[op, m].append(_time_calls(fn, arg, calls[op, m]))
+            out[name] = {op: {m: float(np.median(samples[op, m])) for m in SPLIT_MODES}
+                         for op in ("xnor", "bw")}
+    finally:
+        if old is None:
+            os.environ.pop("SKETCHTF_XNOR_SPLIT", None)
+        else:
+            os.environ["SKETCHTF_XNOR_SPLIT"] = old
+    return out
+
+
 def _random_weights(model, seed):
     """Glorot-like random weights, BN statistics near what training gives."""
     rng = np.random.default_rng(seed)
@@ -206,8 +250,20 @@ def measure_models(size=225, classes=250, batch=1, repeats=21, warmup=2, min_sam
                 vs_float={v: sec["float"] / sec[v] for v in MODELS[1:]})
 
 
-def summarize(rows, roofline_all):
-    """Headline ratios over the whole L2..L5 stack (sums of per-layer times)."""
+def add_ceiling_fractions(rows, register_all):
+    """Adds to each row its XNOR word-pair rate as a fraction of the register-
+    resident XOR+popcount ceiling (`popcount_roofline(path, "register")` on the
+    same threads): how close the kernel gets to its instruction sequence's
+    compute bound."""
+    for r in rows:
+        r["xnor_of_register_ceiling"] = r["xnor_gwords_s"] * 1e9 / register_all
+    return rows
+
+
+def summarize(rows, roofline_all, register_all=None, register_threads=None):
+    """Headline ratios over the whole L2..L5 stack (sums of per-layer times).
+    roofline_all: the streaming probe (all threads); register_all (optional):
+    the register-resident probe on register_threads threads."""
     out = {}
     for batch in sorted({r["batch"] for r in rows}):
         sel = [r for r in rows if r["batch"] == batch]
@@ -220,6 +276,12 @@ def summarize(rows, roofline_all):
     out["xnor_best_gwords_s"] = round(best["xnor_gwords_s"], 2)
     out["popcount_roofline_gwords_s"] = round(roofline_all / 1e9, 2)
     out["xnor_of_roofline"] = round(best["xnor_gwords_s"] * 1e9 / roofline_all, 2)
+    if register_all:
+        out["register_ceiling_gwords_s"] = round(register_all / 1e9, 2)
+        out["register_ceiling_threads"] = register_threads
+        out["xnor_of_register_ceiling"] = {
+            f"{r['layer']}_b{r['batch']}": round(r["xnor_gwords_s"] * 1e9 / register_all, 3)
+            for r in rows}
     out["targets"] = TARGETS
     return out
 
@@ -234,6 +296,9 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=250, help="whole-model classes (250: TU-Berlin)")
     ap.add_argument("--model-repeats", type=int, default=21)
     ap.add_argument("--skip-models", action="store_true", help="layer table only")
+    ap.add_argument("--split", action="store_true",
+                    help="only the batch-1 threading table: one thread (serial) vs the old "
+                         "(pixels) and new (auto) sharding on the TF threads, one process")
     ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                     help="cpu = process CPU time: with --threads 1 it ignores time the OS gives "
                          "to other processes (a per-core figure on a shared machine)")
@@ -248,14 +313,39 @@ def main(argv=None):
     layers = [s for s in args.layers.split(",") if s]
 
     path = xnor.available_paths()[-1]
-    roof_paths = {p: xnor.popcount_roofline(p) for p in xnor.available_paths()}
-    rows = measure_layers(batches, args.repeats, layers=layers)
     threads = args.threads or f"TF default ({os.cpu_count()} cores)"
+    if args.split:
+        sp = measure_split(1, args.repeats, layers=layers)
+        print(f"batch-1 threading, path {path}, TF intra-op threads: {threads}; {args.clock} clock, "
+              f"median of {args.repeats}, modes interleaved; speedup = serial / mode")
+        print(f"{'layer':5} {'op':4} {'serial ms':>9} {'pixels ms':>9} {'auto ms':>9}"
+              f" {'pixels x':>8} {'auto x':>7}")
+        res = {}
+        for name, ops in sp.items():
+            for op, t in ops.items():
+                print(f"{name:5} {op:4} {t['serial']*1e3:9.3f} {t['pixels']*1e3:9.3f}"
+                      f" {t['auto']*1e3:9.3f} {t['serial']/t['pixels']:8.2f} {t['serial']/t['auto']:7.2f}")
+        for op in ("xnor", "bw"):
+            tot = {m: sum(sp[n][op][m] for n in sp) for m in SPLIT_MODES}
+            res[f"{op}_b1_speedup_pixels"] = round(tot["serial"] / tot["pixels"], 2)
+            res[f"{op}_b1_speedup_auto"] = round(tot["serial"] / tot["auto"], 2)
+            res[f"{op}_b1_ms"] = {m: round(v * 1e3, 3) for m, v in tot.items()}
+        res.update(path=path, threads=threads, clock=args.clock,
+                   loadavg_1min=round(os.getloadavg()[0], 2))
+        print(json.dumps(res))
+        return res
+    roof_paths = {p: xnor.popcount_roofline(p) for p in xnor.available_paths()}
+    reg_paths = {p: xnor.popcount_roofline(p, "register", return_threads=True)
+                 for p in xnor.available_paths()}
+    rows = measure_layers(batches, args.repeats, layers=layers)
+    reg_one, reg_all, reg_threads = reg_paths[path]
+    add_ceiling_fractions(rows, reg_all)
 
     print(f"kernel path: {path} (cpu: {', '.join(xnor.cpu_features())}); TF intra-op threads: "
           f"{threads}; {args.clock} clock, median of {args.repeats} repeats")
     hdr = (f"{'layer':5} {'batch':>5} {'fp32 ms':>9} {'xnor ms':>9} {'+pack ms':>9} {'bw ms':>9}"
-           f" {'xnor x':>7} {'+pack x':>7} {'bw x':>6} {'fp32 GMAC/s':>11} {'xnor Gword/s':>12}")
+           f" {'xnor x':>7} {'+pack x':>7} {'bw x':>6} {'fp32 GMAC/s':>11} {'xnor Gword/s':>12}"
+           f" {'of ceil':>7}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -263,11 +353,14 @@ def main(argv=None):
         print(f"{r['layer']:5} {r['batch']:5d} {s['fp32']*1e3:9.3f} {s['xnor']*1e3:9.3f}"
               f" {s['xnor+pack']*1e3:9.3f} {s['bw']*1e3:9.3f} {v['xnor']:7.1f}"
               f" {v['xnor+pack']:7.1f} {v['bw']:6.2f} {r['fp32_gmacs_s']:11.1f}"
-              f" {r['xnor_gwords_s']:12.2f}")
+              f" {r['xnor_gwords_s']:12.2f} {r['xnor_of_register_ceiling']:7.1%}")
+    print(f"of ceil = XNOR word pairs/s / the {path} register-resident XOR+popcount ceiling on "
+          f"{reg_threads} thread(s) ({reg_all/1e9:.2f} Gword/s)")
     for p, (one, allt) in roof_paths.items():
-        print(f"popcount roofline ({p}): {one/1e9:.2f} Gword/s one thread, "
-              f"{allt/1e9:.2f} Gword/s all threads")
-    summary = summarize(rows, roof_paths[path][1])
+        r1, ra, rt = reg_paths[p]
+        print(f"popcount ceiling ({p}): register {r1/1e9:.2f} Gword/s one thread, "
+              f"{ra/1e9:.2f} on {rt}; stream (L1) {one/1e9:.2f} / {allt/1e9:.2f}")
+    summary = summarize(rows, roof_paths[path][1], reg_all, reg_threads)
     if not args.skip_models:
         mm = measure_models(args.model_size, args.classes, repeats=args.model_repeats)
         print(f"\nwhole model, batch 1, {mm['size']} px, {mm['classes']} classes "

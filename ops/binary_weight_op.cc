@@ -4,6 +4,8 @@
 // optional ReLU. Zero padding is exact: a padded input is 0 whatever the sign.
 // The inner loop only adds (see BwKernel in xnor_kernels.h). Inference only.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "op_common.h"
@@ -46,7 +48,10 @@ absl::Status MergeOutChannels(InferenceContext* c, DimensionHandle* out_c) {
 }
 
 // Runs the kernel over all tiles; splits output channels too when there are
-// too few tiles to keep every thread busy (batch-1 dense layers).
+// too few tiles to keep every thread busy (batch-1 dense layers), and gives
+// each thread one equal run of tiles when there are few (batch-1 convs).
+// SKETCHTF_XNOR_SPLIT=pixels restores the cost-model sharding for the latter,
+// =serial runs everything on the calling thread (see xnor_conv_op.cc).
 void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
   const int64_t tiles = CeilDiv(a.batch * a.out_h * a.out_w, kBwTile);
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
@@ -57,6 +62,24 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
   }
   const int64_t ochunks = CeilDiv(a.out_c, ocb);
   const int64_t cost = kBwTile * a.k_h * a.k_w * a.in_c * ocb / 8;  // ~cycles per unit
+  const char* mode = std::getenv("SKETCHTF_XNOR_SPLIT");
+  const bool legacy = mode != nullptr && std::strcmp(mode, "pixels") == 0;
+  if (mode != nullptr && std::strcmp(mode, "serial") == 0) {  // one-thread baseline
+    kern.conv_tiles(a, 0, tiles);
+    return;
+  }
+  if (!legacy && ochunks == 1 && threads > 1 && tiles < 16 * threads) {
+    // Small outputs (batch 1): exactly one contiguous run of tiles per thread,
+    // sizes differing by at most one tile (the cost model's blocks could leave
+    // one thread a block more). Threads beyond the tile count get nothing.
+    const int64_t shards = std::min(threads, tiles);
+    tensorflow::Shard(threads, pool->workers, shards, cost * CeilDiv(tiles, shards),
+                      [&](int64_t begin, int64_t end) {
+                        for (int64_t s = begin; s < end; ++s)
+                          kern.conv_tiles(a, s * tiles / shards, (s + 1) * tiles / shards);
+                      });
+    return;
+  }
   tensorflow::Shard(threads, pool->workers, tiles * ochunks, cost,
                     [&](int64_t begin, int64_t end) {
                       for (int64_t u = begin; u < end;) {

@@ -192,6 +192,45 @@ inline __m256i Popcount256(__m256i v) {  // 4 x u64 counts
   return _mm256_sad_epu8(c, _mm256_setzero_si256());
 }
 
+// Register probe with the XNOR kernel's own inner sequence (Avx2Block): two
+// 4-word chunks of both operands held nibble-split in 8 ymm, the LUT, 2 byte-
+// counter chains (one per chunk; each adds the sum of its two lookups, so the
+// loop-carried latency is one add), 4 temporaries: 15 of the 16 ymm (4
+// accumulators made GCC spill one to the stack, a store-forwarding chain that
+// halved the rate). Folded with vpsadbw every kSegment iterations (<= 8 per
+// byte per iteration). Per iteration (8 word pairs): 4 xor + 4 vpshufb + 4 byte adds.
+constexpr int kAvx2RegWords = 2 * kChunkWords;
+uint64_t Avx2XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t iters) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i va0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+  const __m256i va1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a) + 1);
+  const __m256i vb0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+  const __m256i vb1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b) + 1);
+  __m256i al0 = LoNibbles(va0), ah0 = HiNibbles(va0), al1 = LoNibbles(va1), ah1 = HiNibbles(va1);
+  __m256i bl0 = LoNibbles(vb0), bh0 = HiNibbles(vb0), bl1 = LoNibbles(vb1), bh1 = HiNibbles(vb1);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i total = zero;
+  for (int64_t i0 = 0; i0 < iters; i0 += kSegment) {
+    const int64_t n = iters - i0 < kSegment ? iters - i0 : kSegment;
+    __m256i c0 = zero, c1 = zero;
+    for (int64_t i = 0; i < n; ++i) {
+      // "Maybe changed": the xor and lookups must be redone every iteration.
+      asm volatile("" : "+x"(al0), "+x"(ah0), "+x"(al1), "+x"(ah1), "+x"(bl0), "+x"(bh0),
+                   "+x"(bl1), "+x"(bh1));
+      c0 = _mm256_add_epi8(c0, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(al0, bl0)),
+                                               _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah0, bh0))));
+      c1 = _mm256_add_epi8(c1, _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(al1, bl1)),
+                                               _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah1, bh1))));
+    }
+    total = _mm256_add_epi64(total, _mm256_sad_epu8(c0, zero));
+    total = _mm256_add_epi64(total, _mm256_sad_epu8(c1, zero));
+  }
+  alignas(32) uint64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), total);
+  return t[0] + t[1] + t[2] + t[3];
+}
+
 uint64_t Avx2XorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n) {
   const __m256i* va = reinterpret_cast<const __m256i*>(a);
   const __m256i* vb = reinterpret_cast<const __m256i*>(b);
@@ -356,7 +395,8 @@ void Avx2BwConvTiles(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end) 
 const XnorKernel& XnorKernelAvx2() {
   static const XnorKernel k = {"avx2",           kChunkWords,      Avx2FilterWords,
                                Avx2PrepareFilter, Avx2ScratchWords, Avx2PopcountBlock,
-                               Avx2Bitpack,       XnorEpilogueAvx2,  Avx2XorPopcountStream};
+                               Avx2Bitpack,       XnorEpilogueAvx2,  Avx2XorPopcountStream,
+                               kAvx2RegWords,     Avx2XorPopcountRegister};
   return k;
 }
 

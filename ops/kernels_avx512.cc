@@ -117,13 +117,38 @@ uint64_t Avx512XorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n
   return static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(s0, s1)));
 }
 
+// Register probe: 4 zmm pairs (32 word pairs) and 4 accumulator chains, 12 of
+// the 32 zmm. Per zmm pair: vpxorq + vpopcntq + vpaddq, the XNOR kernel's
+// inner sequence (Avx512Block). The adds form the only loop-carried chains
+// (latency 1); four of them keep several vpopcntq in flight.
+constexpr int kAvx512RegWords = 32;
+uint64_t Avx512XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t iters) {
+  __m512i a0 = _mm512_loadu_si512(a), a1 = _mm512_loadu_si512(a + 8);
+  __m512i a2 = _mm512_loadu_si512(a + 16), a3 = _mm512_loadu_si512(a + 24);
+  __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 8);
+  __m512i b2 = _mm512_loadu_si512(b + 16), b3 = _mm512_loadu_si512(b + 24);
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+  for (int64_t i = 0; i < iters; ++i) {
+    // "Maybe changed" ("v": any of zmm0-31): the xor and popcount are redone every iteration.
+    asm volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(b0), "+v"(b1), "+v"(b2),
+                 "+v"(b3));
+    s0 = _mm512_add_epi64(s0, _mm512_popcnt_epi64(_mm512_xor_si512(a0, b0)));
+    s1 = _mm512_add_epi64(s1, _mm512_popcnt_epi64(_mm512_xor_si512(a1, b1)));
+    s2 = _mm512_add_epi64(s2, _mm512_popcnt_epi64(_mm512_xor_si512(a2, b2)));
+    s3 = _mm512_add_epi64(s3, _mm512_popcnt_epi64(_mm512_xor_si512(a3, b3)));
+  }
+  const __m512i s = _mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3));
+  return static_cast<uint64_t>(_mm512_reduce_add_epi64(s));
+}
+
 }  // namespace
 
 const XnorKernel& XnorKernelAvx512() {
   static const XnorKernel k = {"avx512",           1,                  Avx512FilterWords,
                                Avx512PrepareFilter, Avx512ScratchWords, Avx512PopcountBlock,
                                Avx512Bitpack,       XnorEpilogueAvx2,
-                               Avx512XorPopcountStream};
+                               Avx512XorPopcountStream, kAvx512RegWords,
+                               Avx512XorPopcountRegister};
   return k;
 }
 

@@ -157,6 +157,38 @@ uint64_t ScalarXorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n
   return has_popcnt ? ScalarStreamHw(a, b, n) : ScalarStreamGeneric(a, b, n);
 }
 
+// Register probe: 4 word pairs in 8 general registers, 4 accumulator chains
+// (12 of the 16 GPRs). Per word pair: xor + popcnt + add, as in ScalarBlock.
+constexpr int kScalarRegWords = 4;
+inline __attribute__((always_inline)) uint64_t ScalarRegisterImpl(const uint64_t* a,
+                                                                  const uint64_t* b,
+                                                                  int64_t iters) {
+  uint64_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+  uint64_t b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (int64_t i = 0; i < iters; ++i) {
+    // "Maybe changed": forces the xor and popcount to be redone every iteration.
+    asm volatile("" : "+r"(a0), "+r"(a1), "+r"(a2), "+r"(a3), "+r"(b0), "+r"(b1), "+r"(b2),
+                 "+r"(b3));
+    s0 += __builtin_popcountll(a0 ^ b0);
+    s1 += __builtin_popcountll(a1 ^ b1);
+    s2 += __builtin_popcountll(a2 ^ b2);
+    s3 += __builtin_popcountll(a3 ^ b3);
+  }
+  return s0 + s1 + s2 + s3;
+}
+uint64_t ScalarRegisterGeneric(const uint64_t* a, const uint64_t* b, int64_t iters) {
+  return ScalarRegisterImpl(a, b, iters);
+}
+__attribute__((target("popcnt"))) uint64_t ScalarRegisterHw(const uint64_t* a,
+                                                            const uint64_t* b, int64_t iters) {
+  return ScalarRegisterImpl(a, b, iters);
+}
+uint64_t ScalarXorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t iters) {
+  static const bool has_popcnt = __builtin_cpu_supports("popcnt");
+  return has_popcnt ? ScalarRegisterHw(a, b, iters) : ScalarRegisterGeneric(a, b, iters);
+}
+
 // ---------------------------------------------------------- binary weight --
 // The same lookup-table algorithm as the AVX2 kernel, on plain 8-float arrays.
 struct Lane8 {
@@ -224,7 +256,8 @@ const XnorKernel& XnorKernelScalar() {
                                ScalarFilterWords,  ScalarPrepareFilter,
                                ScalarScratchWords, ScalarPopcountBlock,
                                BitpackScalar,      XnorEpilogueScalar,
-                               ScalarXorPopcountStream};
+                               ScalarXorPopcountStream, kScalarRegWords,
+                               ScalarXorPopcountRegister};
   return k;
 }
 

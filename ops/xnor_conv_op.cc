@@ -13,7 +13,10 @@
 // Output: alpha[o] * dot (* input_scale[b, y, x]) + bias[o], optional ReLU; the
 // Dot variant returns the int32 dot itself (for exact tests and custom epilogues).
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "op_common.h"
@@ -178,6 +181,38 @@ The integer core of SketchtfXnorConv2D: [B, OH, OW, O] int32 equal to
 tf.nn.conv2d(sign(x), sign(w)) with zero padding, exactly.
 )doc");
 
+// How XnorConv2D splits its work over threads. Large outputs: pixel units,
+// sharded by TF's cost model. Small ones (fewer than 4 units per thread, i.e.
+// batch 1 on these layers) with enough filters: `threads` chunks of filters,
+// each a multiple of kFilterAlign (the AVX-512 layout's group of 8, and the
+// AVX2 epilogue's width), all pixels each: equal work per thread.
+// SKETCHTF_XNOR_SPLIT (read on every call; for measurements and tests):
+// "pixels" forces the pixel sharding (the rule before filter splits existed),
+// "filters" the filter split whenever there are 2+ threads, "serial" runs the
+// whole op on the calling thread (a one-thread baseline in the same process);
+// unset or "auto" is the rule above.
+constexpr int64_t kFilterAlign = 8;
+struct XnorSplit {
+  int64_t filter_chunks = 1, chunk = 0;
+};
+enum class SplitModeT { kAuto, kPixels, kFilters, kSerial };
+SplitModeT SplitMode() {
+  const char* env = std::getenv("SKETCHTF_XNOR_SPLIT");
+  if (env == nullptr || std::strcmp(env, "auto") == 0 || env[0] == '\0') return SplitModeT::kAuto;
+  if (std::strcmp(env, "pixels") == 0) return SplitModeT::kPixels;
+  if (std::strcmp(env, "filters") == 0) return SplitModeT::kFilters;
+  if (std::strcmp(env, "serial") == 0) return SplitModeT::kSerial;
+  return SplitModeT::kAuto;
+}
+XnorSplit PlanXnorSplit(int64_t units, int64_t oc, int64_t threads, SplitModeT mode) {
+  XnorSplit s;
+  if (threads <= 1 || mode == SplitModeT::kPixels || mode == SplitModeT::kSerial) return s;
+  if (mode == SplitModeT::kAuto && (units >= 4 * threads || oc < kFilterAlign * threads)) return s;
+  s.chunk = CeilDiv(CeilDiv(oc, threads), kFilterAlign) * kFilterAlign;
+  s.filter_chunks = CeilDiv(oc, s.chunk);
+  return s;
+}
+
 template <bool kDot>
 class XnorConvOp : public OpKernel {
  public:
@@ -285,22 +320,32 @@ class XnorConvOp : public OpKernel {
     const int64_t out_h = wh.out, out_w = ww.out;
     // Output pixels per unit of work: 36 (a multiple of the kernels' 2-, 3- and
     // 4-pixel register blocks), smaller for small outputs so that every
-    // thread gets about 4 equal units (batch 1: 225 pixels -> 8 units of 30).
+    // thread gets about 4 equal units.
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
     constexpr int64_t kMaxBlock = 36;
     const int64_t threads = std::max(1, pool->num_threads);
-    const int64_t kBlock = std::clamp<int64_t>(
+    const int64_t pix_block = std::clamp<int64_t>(
         CeilDiv(CeilDiv(npix_total, 4 * threads), 6) * 6, 6, kMaxBlock);
+    const SplitModeT mode = SplitMode();
+    const XnorSplit split = PlanXnorSplit(CeilDiv(npix_total, pix_block), oc, threads, mode);
+    const bool serial = mode == SplitModeT::kSerial;
+    // A filter split (or a serial run) has all pixels in each shard: full-size pixel blocks.
+    const int64_t kBlock = split.filter_chunks > 1 || serial ? kMaxBlock : pix_block;
     const int64_t units = CeilDiv(npix_total, kBlock);
-    auto work = [&](int64_t begin, int64_t end) {
+    // Pixel units [u_begin, u_end) against filters [o0, o1) (o0 a multiple of
+    // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
+    // kernel's layout).
+    auto compute = [&](int64_t u_begin, int64_t u_end, int64_t o0, int64_t o1) {
+      const int64_t noc = o1 - o0;
+      const uint64_t* fsub = fprep.data() + kern.filter_words(o0, kp);
       std::vector<uint64_t> patches(kBlock * kp);
       std::vector<uint64_t> scratch(kern.scratch_words(kBlock, kp) + 8);
-      std::vector<int32_t> pc(kBlock * oc);
-      std::vector<int32_t> corr(oc);
+      std::vector<int32_t> pc(kBlock * noc);
+      std::vector<int32_t> corr(noc);
       struct Valid {
         int64_t h0, h1, w0, w1;
       } valid[kMaxBlock];
-      for (int64_t u = begin; u < end; ++u) {
+      for (int64_t u = u_begin; u < u_end; ++u) {
         const int64_t p0 = u * kBlock;
         const int64_t np = std::min(kBlock, npix_total - p0);
         // im2col of packed words; taps in the padding are zero words.
@@ -330,36 +375,53 @@ class XnorConvOp : public OpKernel {
           }
           std::fill(dst, patches.data() + (i + 1) * kp, 0);
         }
-        kern.popcount_block(patches.data(), np, kp, fprep.data(), oc, scratch.data(), pc.data());
+        kern.popcount_block(patches.data(), np, kp, fsub, noc, scratch.data(), pc.data());
         for (int64_t i = 0; i < np; ++i) {
           const Valid& v = valid[i];
           const int64_t n_valid = (v.h1 - v.h0) * (v.w1 - v.w0);
           const int32_t base = static_cast<int32_t>(n_valid * in_channels_);
-          const int32_t* row = pc.data() + i * oc;
+          const int32_t* row = pc.data() + i * noc;
           const int32_t* c = nullptr;
           if (n_valid != taps) {
             // Filter popcount over the padded taps = total - the valid rectangle.
-            const int32_t* tot = prefix.data() + (k_h * pw + k_w) * oc;
-            const int32_t* r11 = prefix.data() + (v.h1 * pw + v.w1) * oc;
-            const int32_t* r01 = prefix.data() + (v.h0 * pw + v.w1) * oc;
-            const int32_t* r10 = prefix.data() + (v.h1 * pw + v.w0) * oc;
-            const int32_t* r00 = prefix.data() + (v.h0 * pw + v.w0) * oc;
-            for (int64_t o = 0; o < oc; ++o)
+            const int32_t* tot = prefix.data() + (k_h * pw + k_w) * oc + o0;
+            const int32_t* r11 = prefix.data() + (v.h1 * pw + v.w1) * oc + o0;
+            const int32_t* r01 = prefix.data() + (v.h0 * pw + v.w1) * oc + o0;
+            const int32_t* r10 = prefix.data() + (v.h1 * pw + v.w0) * oc + o0;
+            const int32_t* r00 = prefix.data() + (v.h0 * pw + v.w0) * oc + o0;
+            for (int64_t o = 0; o < noc; ++o)
               corr[o] = tot[o] - (r11[o] - r01[o] - r10[o] + r00[o]);
             c = corr.data();
           }
           if (kDot) {
-            int32_t* dst = out->flat<int32_t>().data() + (p0 + i) * oc;
-            for (int64_t o = 0; o < oc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
+            int32_t* dst = out->flat<int32_t>().data() + (p0 + i) * oc + o0;
+            for (int64_t o = 0; o < noc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
           } else {
-            kern.epilogue(row, c, oc, base, scale ? scale + p0 + i : nullptr, alpha, bias, relu_,
-                          out->flat<float>().data() + (p0 + i) * oc);
+            kern.epilogue(row, c, noc, base, scale ? scale + p0 + i : nullptr, alpha + o0,
+                          bias + o0, relu_, out->flat<float>().data() + (p0 + i) * oc + o0);
           }
         }
       }
     };
     // Cost in cycles per unit: roughly one cycle per word pair on AVX2.
-    tensorflow::Shard(threads, pool->workers, units, kBlock * oc * kp, work);
+    const int64_t unit_cost = kBlock * oc * kp;
+    if (serial) {
+      compute(0, units, 0, oc);
+    } else if (split.filter_chunks <= 1) {
+      tensorflow::Shard(threads, pool->workers, units, unit_cost,
+                        [&](int64_t begin, int64_t end) { compute(begin, end, 0, oc); });
+    } else {
+      // Small outputs (batch 1): exactly `threads` equal shards, each all pixel
+      // units against one contiguous chunk of filters (so no thread waits on a
+      // pixel block's rounding, and each streams only its filters).
+      tensorflow::Shard(threads, pool->workers, split.filter_chunks, unit_cost * units,
+                        [&](int64_t begin, int64_t end) {
+                          for (int64_t f = begin; f < end; ++f) {
+                            const int64_t o0 = f * split.chunk;
+                            compute(0, units, o0, std::min(oc, o0 + split.chunk));
+                          }
+                        });
+    }
   }
 
  private:
@@ -375,35 +437,65 @@ REGISTER_KERNEL_BUILDER(Name("SketchtfXnorConv2D").Device(tensorflow::DEVICE_CPU
 REGISTER_OP("SketchtfPopcountRoofline")
     .Output("words_per_second: float64")
     .Attr("path: string = 'auto'")
+    .Attr("kind: {'stream', 'register'} = 'stream'")
     .SetIsStateful()  // a measurement: never constant-fold or cache it
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->Vector(2));
+      c->set_output(0, c->Vector(3));
       return absl::OkStatus();
     })
     .Doc(R"doc(
-The machine's XOR+popcount ceiling for a kernel path: 64-bit word pairs per
-second of that path's fastest long-stream loop over L1-resident data, best of
-several trials, [one thread, all of TF's intra-op threads at once].
+XOR+popcount rate of a kernel path in 64-bit word pairs per second, best of
+several trials: [one thread, all of TF's intra-op threads at once, that thread
+count]. kind='stream': the path's fastest long-stream loop over two L1-resident
+arrays (bounded by loads once popcount is cheap); kind='register': the path's
+XNOR-kernel instruction sequence on operands held in registers (no memory
+traffic, independent accumulator chains): the compute ceiling.
 )doc");
 
 class PopcountRooflineOp : public OpKernel {
  public:
   explicit PopcountRooflineOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("path", &path_attr_));
+    std::string kind;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kind", &kind));
+    register_ = kind == "register";
   }
   void Compute(OpKernelContext* ctx) override {
     Path path;
     OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
     const XnorKernel& k = SelectXnorKernel(path);
-    constexpr int64_t kWords = 1024, kReps = 4000;  // 2 x 8 KB stay in L1
-    auto run = [&k]() {
-      std::vector<uint64_t> a(kWords), b(kWords);
+    constexpr int64_t kWords = 1024, kReps = 4000;  // stream: 2 x 8 KB stay in L1
+    // register: about as many word pairs per trial as the stream probe.
+    const int64_t iters = kWords * kReps / k.reg_words;
+    auto operands = [](std::vector<uint64_t>* a, std::vector<uint64_t>* b, int64_t n) {
+      a->resize(n);
+      b->resize(n);
       uint64_t s = 0x9E3779B97F4A7C15ull;
-      for (int64_t i = 0; i < kWords; ++i) {
+      for (int64_t i = 0; i < n; ++i) {
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        a[i] = s;
-        b[i] = s * 0xD1B54A32D192ED03ull;
+        (*a)[i] = s;
+        (*b)[i] = s * 0xD1B54A32D192ED03ull;
       }
+    };
+    // Exact result the register probe must return (checked below: a probe the
+    // compiler had folded or mangled would be caught, not reported as fast).
+    uint64_t reg_expect = 0;
+    {
+      std::vector<uint64_t> a, b;
+      operands(&a, &b, kRegisterProbeWords);
+      for (int i = 0; i < k.reg_words; ++i) reg_expect += __builtin_popcountll(a[i] ^ b[i]);
+      reg_expect *= static_cast<uint64_t>(iters);
+    }
+    std::atomic<bool> reg_ok{true};
+    auto run = [&]() {
+      std::vector<uint64_t> a, b;
+      if (register_) {
+        operands(&a, &b, kRegisterProbeWords);
+        const uint64_t r = k.xor_popcount_register(a.data(), b.data(), iters);
+        if (r != reg_expect) reg_ok = false;
+        return r;
+      }
+      operands(&a, &b, kWords);
       uint64_t sink = 0;
       for (int64_t r = 0; r < kReps; ++r) {
         a[r % kWords] ^= sink;  // keeps every call live
@@ -417,27 +509,34 @@ class PopcountRooflineOp : public OpKernel {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     double best1 = 1e30, best_all = 1e30;
-    volatile uint64_t keep = 0;
-    for (int t = 0; t < 15; ++t) best1 = std::min(best1, seconds([&] { keep = keep + run(); }));
+    std::atomic<uint64_t> keep{0};
+    for (int t = 0; t < 15; ++t) best1 = std::min(best1, seconds([&] { keep += run(); }));
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t threads = std::max(1, pool->num_threads);
     for (int t = 0; t < 7; ++t) {
       best_all = std::min(best_all, seconds([&] {
         tensorflow::Shard(threads, pool->workers, threads, int64_t{1} << 40,
                           [&](int64_t b, int64_t e) {
-                            for (int64_t u = b; u < e; ++u) keep = keep + run();
+                            for (int64_t u = b; u < e; ++u) keep += run();
                           });
       }));
     }
+    OP_REQUIRES(ctx, reg_ok.load(),
+                absl::InternalError(absl::StrCat(
+                    "PopcountRoofline: the ", k.name,
+                    " register probe returned a wrong popcount sum (expected ", reg_expect, ")")));
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {2}, &out));
-    const double words = static_cast<double>(kWords * kReps);
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {3}, &out));
+    const double words =
+        register_ ? static_cast<double>(iters * k.reg_words) : static_cast<double>(kWords * kReps);
     out->vec<double>()(0) = words / best1;
     out->vec<double>()(1) = words * threads / best_all;
+    out->vec<double>()(2) = static_cast<double>(threads);
   }
 
  private:
   std::string path_attr_;
+  bool register_ = false;
 };
 REGISTER_KERNEL_BUILDER(Name("SketchtfPopcountRoofline").Device(tensorflow::DEVICE_CPU),
                         PopcountRooflineOp);

@@ -47,7 +47,16 @@ struct XnorKernel {
   // Roofline probe: sum of popcount(a[i] ^ b[i]), i < n (n a multiple of 64),
   // with the fastest long-stream method known for the ISA.
   uint64_t (*xor_popcount_stream)(const uint64_t* a, const uint64_t* b, int64_t n);
+  // Compute-bound probe: the first reg_words word pairs of a and b are loaded
+  // into registers once; then, iters times, XOR + popcount + accumulate of all
+  // of them with the path's per-word instruction sequence (several independent
+  // accumulator chains, no loads or stores in the loop; an empty asm statement
+  // per iteration makes the operands opaque so the compiler cannot hoist or
+  // fold the work). Returns iters * sum_i popcount(a[i] ^ b[i]), i < reg_words.
+  int reg_words;  // <= kRegisterProbeWords
+  uint64_t (*xor_popcount_register)(const uint64_t* a, const uint64_t* b, int64_t iters);
 };
+constexpr int kRegisterProbeWords = 32;
 
 // ------------------------------------------------------- binary-weight conv --
 // Float input times 1-bit weights without multiplies: for every tile of 8

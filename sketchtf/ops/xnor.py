@@ -77,15 +77,32 @@ def available_paths():
     return [p.decode() for p in paths.numpy()]
 
 
-def popcount_roofline(path="auto"):
-    """Measured XOR+popcount ceiling of a kernel path, in 64-bit word pairs/s.
+ROOFLINE_KINDS = ("stream", "register")
 
-    Returns (one_thread, all_threads): the path's fastest long-stream loop
-    (scalar popcnt, AVX2 Harley-Seal, AVX-512 VPOPCNTQ) over L1-resident data,
-    best of several trials; all_threads runs one copy per TF intra-op thread.
+
+def popcount_roofline(path="auto", kind="stream", return_threads=False):
+    """Measured XOR+popcount rate of a kernel path, in 64-bit word pairs/s.
+
+    Returns (one_thread, all_threads), plus the thread count if
+    return_threads: best of several trials; all_threads runs one copy per TF
+    intra-op thread at once.
+
+    kind="stream": the path's fastest long-stream loop (scalar popcnt, AVX2
+    Harley-Seal, AVX-512 VPOPCNTQ) over two L1-resident arrays. It loads both
+    operands, so once popcount is one instruction (AVX-512) it is bounded by
+    loads, not by the ALUs: a streaming ceiling.
+    kind="register": the compute ceiling: the path's XNOR-kernel instruction
+    sequence (scalar xor+popcnt+add; AVX2 nibble-split xor+vpshufb+byte add;
+    AVX-512 vpxorq+vpopcntq+vpaddq) on operands held in registers, several
+    independent accumulator chains, no memory traffic. The op checks the
+    probe's popcount sum against the exact value.
     """
-    r = load_ops().sketchtf_popcount_roofline(path=_check_path(path)).numpy()
-    return float(r[0]), float(r[1])
+    kind = str(kind)
+    if kind not in ROOFLINE_KINDS:
+        raise ValueError(f"kind must be one of {ROOFLINE_KINDS}, got {kind!r}")
+    r = load_ops().sketchtf_popcount_roofline(path=_check_path(path), kind=kind).numpy()
+    out = (float(r[0]), float(r[1]))
+    return out + (int(r[2]),) if return_threads else out
 
 
 def bitpack_channels(x, path="auto"):

@@ -3,6 +3,8 @@
     packed = pack_model(model)            # a tf.Module; packed(images) -> logits
     packed.save("model.sktb")             # 1 bit per binary weight
     packed = load("model.sktb")           # no training config, no Keras model needed
+    export_saved_model(packed, "saved/1") # SavedModel calling the C++ ops
+    fn = load_saved_model("saved/1")      # registers the ops, then tf.saved_model.load
 
     python -m sketchtf.binarize --workdir=runs/sketchanet_binary_128 --out=runs/sketchanet_binary_128.sktb
 
@@ -413,6 +415,35 @@ def load(path):
     header, entries = read_packed(path)
     return PackedModel(entries, header["input_shape"], name=header.get("name", "packed"),
                        class_names=header.get("class_names"))
+
+
+SERVING_OUTPUT = "logits"
+
+
+def export_saved_model(packed, path):
+    """Writes `packed` (a PackedModel) as a TF SavedModel at `path`.
+
+    Signature "serving_default": images [None, *input_shape] float32 ->
+    {"logits": [None, classes]}. Packed weights, alpha and bias are constants of
+    the graph, which calls sketchtf's C++ ops (SketchtfXnorConv2D, ...) by name:
+    a process loading it must register them first (`load_saved_model` does,
+    with tf.load_op_library); a TF Serving binary needs them linked in
+    (ops/BUILD, docs/binary.md). Returns `path`."""
+    @tf.function(input_signature=[tf.TensorSpec([None, *packed.input_shape], tf.float32,
+                                                name="images")])
+    def serving_default(images):
+        return {SERVING_OUTPUT: packed.forward(images)}
+
+    tf.saved_model.save(packed, path, signatures={"serving_default": serving_default})
+    return path
+
+
+def load_saved_model(path):
+    """Loads a SavedModel from `export_saved_model` after registering the ops
+    (tf.load_op_library of sketchtf's library); returns its serving function
+    (`fn(images=...)["logits"]`)."""
+    xnor.load_ops()
+    return tf.saved_model.load(path).signatures["serving_default"]
 
 
 def size_report(entries):

@@ -240,3 +240,51 @@ def test_command_line_packs_a_trained_workdir(binary_run, tmp_path):
     loaded = binarize.load(out)
     np.testing.assert_allclose(loaded(images).numpy(), model(images, training=False).numpy(),
                                rtol=1e-4, atol=1e-5)
+
+
+_LOAD_SAVED_MODEL = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+data = np.load(sys.argv[1])
+out = {}
+for i, path in enumerate(sys.argv[2:]):
+    if i == 0:
+        # Without sketchtf's op library the graph's ops are unknown to TensorFlow.
+        try:
+            tf.saved_model.load(path)
+            raise SystemExit("loaded without the op library")
+        except SystemExit:
+            raise
+        except Exception as e:  # noqa: BLE001  (the exact class differs between TF versions)
+            assert "Sketchtf" in str(e), str(e)[-2000:]
+    from sketchtf.ship import binarize  # registers the ops with tf.load_op_library
+    fn = binarize.load_saved_model(path)
+    out[f"y{i}"] = fn(images=tf.constant(data["images"]))[binarize.SERVING_OUTPUT].numpy()
+np.savez(sys.argv[1] + ".out.npz", **out)
+print("loaded", len(out))
+"""
+
+
+def test_saved_model_export_runs_in_a_fresh_process(binary_run, xnor_run, tmp_path):
+    """export_saved_model writes a SavedModel whose graph calls the C++ ops; a new
+    Python process (no Keras model, no .sktb) registers them and gets the same logits."""
+    paths, want = [], []
+    images = np.asarray(xnor_run[3])
+    for model, _, class_names, _ in (xnor_run, binary_run):  # XNOR (+K) and binary-weight
+        packed = binarize.pack_model(model, class_names)
+        path = str(tmp_path / f"{model.name}_saved" / "1")
+        assert binarize.export_saved_model(packed, path) == path
+        paths.append(path)
+        want.append(packed(images).numpy())
+    data = tmp_path / "images.npz"
+    np.savez(data, images=images)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", _LOAD_SAVED_MODEL, str(data), *paths],
+                       capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    got = np.load(str(data) + ".out.npz")
+    for i, w in enumerate(want):
+        # same graph, same kernels, same thread count rules: equal up to float summation order
+        np.testing.assert_allclose(got[f"y{i}"], w, rtol=1e-5, atol=1e-5)
+        assert (got[f"y{i}"].argmax(-1) == w.argmax(-1)).all()
