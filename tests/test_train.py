@@ -51,7 +51,10 @@ def test_train_writes_report_tensorboard_and_checkpoints(tmp_path):
     assert m["extra"]["epochs"] == 2 and m["extra"]["params"] > 0
     assert "top-1" in (wd / "report.md").read_text()
     assert json.loads((wd / "config.json").read_text())["model"]["name"] == "sketchnet"
-    assert sorted(os.listdir(wd / "checkpoints"))[:1] == ["checkpoint"]
+    assert {"checkpoint", "best"} <= set(os.listdir(wd / "checkpoints"))  # last epoch + best on valid
+    best = json.loads((wd / "checkpoints" / "best" / "best.json").read_text())
+    assert best["epoch"] in (1, 2) and best["monitor"] == "val_top1"
+    assert best["value"] == max(float(h["val_top1"]) for h in history(wd))
     assert [int(float(h["epoch"])) for h in history(wd)] == [0, 1]
     assert {"learning_rate", "val_top1", "val_macro_f1"} <= set(history(wd)[0])
     events = [p for p in (wd / "tb").rglob("events.out.tfevents.*")]

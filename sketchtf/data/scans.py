@@ -9,8 +9,8 @@ conventions, in standard TF ops (it runs inside the exported SavedModel):
 
 1. ink polarity: render.light_page, the readers' rule -> ink high on 0;
 2. paper level: a block-wise background estimate (the median of 8 x 8 blocks
-   of a 64 px copy, the lowest of each block's 3 x 3 neighbourhood, so thick
-   lines are not taken for paper) is subtracted, which
+   of a 64 px copy, grey-opened over 3 x 3 blocks, so thick lines are not
+   taken for paper and wide shadows are) is subtracted, which
    also takes out uneven light, and so is a noise floor (4 x the median
    absolute deviation); a typical line centre is scaled to 1;
 3. line width: estimated as 2 * area / boundary of the ink mask, then brought
@@ -44,9 +44,10 @@ def paper_to_zero(img):
     small = tf.image.resize(img[None], [64, 64], antialias=True)
     blocks = tf.image.extract_patches(small, [1, 8, 8, 1], [1, 8, 8, 1], [1, 1, 1, 1], "VALID")  # [1, 8, 8, 64]
     background = tf.sort(blocks, axis=-1)[..., 32:33]                       # block medians, [1, 8, 8, 1]
-    # A thick canvas line can cover a whole block, whose median is then ink:
-    # the lowest median of the 3 x 3 blocks around it is paper (light varies slowly).
-    background = -tf.nn.max_pool2d(-background, 3, 1, "SAME")
+    # A thick canvas line can cover a whole block, whose median is then ink: a grey
+    # opening (3 x 3 min, then 3 x 3 max) of the medians takes out what is under
+    # 3 blocks wide (lines) and keeps wider areas (a shadow, a lit half) as paper.
+    background = tf.nn.max_pool2d(-tf.nn.max_pool2d(-background, 3, 1, "SAME"), 3, 1, "SAME")
     background = tf.image.resize(background, tf.shape(img)[:2], method="bilinear")[0]
     diff = img - background
     # Sensor noise and paper texture: 4 x the median absolute deviation of a

@@ -383,19 +383,19 @@ print("checked", n)
 
 
 @pytest.mark.parametrize("threads", [3, 5])
-def test_batch1_split_over_threads_is_exact(threads):
+def test_batch1_split_over_threads_is_exact(threads, tmp_path):
     """The batch-1 split (XNOR: equal chunks of filters per thread; binary weight:
     one equal run of tiles per thread) against the plain-TF reference, with more
     intra-op threads than output pixels / filter groups, forced on and off
     (SKETCHTF_XNOR_SPLIT), on every path the CPU has. A fresh process: TF's
     thread count is fixed once it starts."""
     import os
-    import pathlib
     import subprocess
     import sys
-    repo = pathlib.Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(repo))
+    # The installed package (CI: site-packages, with its built ops), not the source tree: no
+    # PYTHONPATH, and a cwd away from the repo root that `python -c` would put first on sys.path.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     r = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT, str(threads)], capture_output=True,
-                       text=True, timeout=300, env=env)
+                       text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert f"checked {4 * 5 * len(xnor.available_paths())}" in r.stdout

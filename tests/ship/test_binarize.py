@@ -279,7 +279,8 @@ def test_saved_model_export_runs_in_a_fresh_process(binary_run, xnor_run, tmp_pa
         want.append(packed(images).numpy())
     data = tmp_path / "images.npz"
     np.savez(data, images=images)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    # The installed package (CI: site-packages, with its built ops), not the source tree.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     r = subprocess.run([sys.executable, "-c", _LOAD_SAVED_MODEL, str(data), *paths],
                        capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

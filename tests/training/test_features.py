@@ -26,9 +26,12 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def backbone_wd(tmp_path_factory):
-    """A SketchNet trained for a few seconds on synthetic sketches (12 classes)."""
+    """A SketchNet trained for a few seconds on synthetic sketches (12 classes),
+    chosen on a valid split big enough to score a head on (the qd10 recipe's 10%
+    of 12 per class would be 9 drawings)."""
     c = sketchnet_qd10.get_config("smoke")
-    c.data.synthetic_per_class = 12
+    c.data.synthetic_per_class = 16
+    c.data.valid_fraction = 0.25
     c.data.synthetic_test_per_class = 6
     c.train.epochs = 3
     c.train.verbose = 0
@@ -47,7 +50,7 @@ def frozen_run(backbone_wd, tmp_path_factory):
 def _images(backbone_wd, n=8):
     _, config, names = run_folder.load_trained_model(backbone_wd)
     from sketchtf.data import pipeline
-    ds, _ = pipeline.make_dataset(config.data, "test", batch_size=n, training=False, class_names=names)
+    ds, _ = pipeline.make_dataset(config.data, "valid", batch_size=n, training=False, class_names=names)
     return next(iter(ds))[0]
 
 
@@ -55,10 +58,18 @@ def test_cache_built_once_then_reused(backbone_wd, frozen_run, tmp_path):
     e = frozen_run["result"]["extra"]
     assert e["features_from_cache"] is False and e["features_train_wall_s"] > 0
     assert e["features_train_cpu_s"] > 0 and e["head_fit_cpu_s"] > 0
-    assert e["train_examples"] == 12 * 12 and e["eval_examples"] == 12 * 6
+    # The head trains on train and is scored on the backbone's eval split (valid), carved
+    # from the 16 train drawings per class by the key_id hash.
+    _, config, names = run_folder.load_trained_model(backbone_wd)
+    from sketchtf.data import pipeline
+    count = lambda split: pipeline.make_dataset(config.data, split, batch_size=64, training=False,
+                                                class_names=names)[1].num_examples
+    assert config.eval_split == "valid"
+    assert e["train_examples"] == count("train") and e["eval_examples"] == count("valid")
+    assert e["train_examples"] + e["eval_examples"] == 12 * 16 and e["eval_examples"] >= 30
     cache = os.path.join(frozen_run["wd"], "feature_cache")
     files = sorted(os.listdir(cache))
-    assert [f.split("-")[0] for f in files] == ["test", "train"]
+    assert [f.split("-")[0] for f in files] == ["train", "valid"]
     # a second run with the same backbone reads the same files, builds nothing
     c = frozen_linear.get_config("smoke")
     c.cache_dir = cache
@@ -68,7 +79,7 @@ def test_cache_built_once_then_reused(backbone_wd, frozen_run, tmp_path):
     assert sorted(os.listdir(cache)) == files
     # cached rows are the un-augmented features, in drawing-index order
     backbone, config, names = run_folder.load_trained_model(backbone_wd)
-    fs = F.cached_features(FM.feature_model(backbone), config.data, "test", names, cache)
+    fs = F.cached_features(FM.feature_model(backbone), config.data, "valid", names, cache)
     assert not fs.built
     x = _images(backbone_wd)
     np.testing.assert_allclose(FM.feature_model(backbone)(x, training=False).numpy(), fs.features[:8],
@@ -174,7 +185,7 @@ def test_mlp_head_workdir_restores_by_name(backbone_wd, frozen_run, tmp_path):
     model, config, names = run_folder.load_trained_model(wd)  # builds "frozen_mlp" by name
     assert config.model.name == "frozen_mlp"
     backbone, bconfig, _ = run_folder.load_trained_model(backbone_wd)
-    fs = F.cached_features(FM.feature_model(backbone), bconfig.data, "test", names, c.cache_dir)
+    fs = F.cached_features(FM.feature_model(backbone), bconfig.data, "valid", names, c.cache_dir)
     x = _images(backbone_wd)
     logits = model(x, training=False).numpy()
     # same predictions as metrics.json's top-1 came from: argmax over the eval features
