@@ -28,9 +28,12 @@ using tensorflow::shape_inference::ShapeHandle;
 namespace {
 
 const BwKernel& SelectBwKernel(Path p) {
-  // AVX-512 machines run the AVX2 lookup kernel (it is load/add bound, and
-  // the 512-bit version could not be tested where this was written).
-  return p == Path::kScalar ? BwKernelScalar() : BwKernelAvx2();
+  switch (p) {
+    case Path::kScalar: return BwKernelScalar();
+    case Path::kAvx2: return BwKernelAvx2();
+    case Path::kAvx512: return BwKernelAvx512();
+  }
+  return BwKernelScalar();
 }
 
 absl::Status CheckWordsDim(InferenceContext* c, DimensionHandle channels, DimensionHandle words) {
@@ -52,7 +55,7 @@ absl::Status MergeOutChannels(InferenceContext* c, DimensionHandle* out_c) {
 // each thread one equal run of tiles when there are few (batch-1 convs).
 // SKETCHTF_XNOR_SPLIT=pixels restores the cost-model sharding for the latter,
 // =serial runs everything on the calling thread (see xnor_conv_op.cc).
-void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
+void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
   const int64_t tiles = CeilDiv(a.batch * a.out_h * a.out_w, kBwTile);
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
   const int64_t threads = std::max(1, pool->num_threads);
@@ -113,6 +116,37 @@ std::vector<uint64_t> LookupWeights(const Tensor& f, int64_t oc, int64_t taps, i
         w[(t * words + j) * oc + o] = v;
       }
   return w;
+}
+
+// Thin outputs go to the kernel's rows path, which reads the filter as given,
+// split into one equal run of output channels per thread (multiples of 8, the
+// kernel's block); the rest is re-laid out for the lookup kernel.
+void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tensor& f) {
+  const int64_t taps = a.k_h * a.k_w;
+  if (a.batch * a.out_h * a.out_w <= kern.rows_max_positions) {
+    a.filter_rows = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
+    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+    const char* mode = std::getenv("SKETCHTF_XNOR_SPLIT");
+    const bool serial = mode != nullptr && std::strcmp(mode, "serial") == 0;
+    const int64_t threads = serial ? 1 : std::max(1, pool->num_threads);
+    const int64_t shards = std::min(threads, CeilDiv(a.out_c, 8));
+    const int64_t per = CeilDiv(CeilDiv(a.out_c, shards), 8) * 8;
+    if (shards == 1) {
+      kern.conv_rows(a, 0, a.out_c);
+      return;
+    }
+    tensorflow::Shard(threads, pool->workers, shards, per * taps * a.words * 64,
+                      [&](int64_t begin, int64_t end) {
+                        for (int64_t s = begin; s < end; ++s)
+                          kern.conv_rows(a, std::min(a.out_c, s * per),
+                                         std::min(a.out_c, (s + 1) * per));
+                      });
+    return;
+  }
+  const std::vector<uint64_t> w = LookupWeights(f, a.out_c, taps, a.words, a.in_c);
+  a.weights = w.data();
+  a.w_ld = a.out_c;
+  RunBwTiles(ctx, kern, a);
 }
 
 }  // namespace
@@ -194,9 +228,7 @@ class BinaryWeightConvOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {x.dim_size(0), wh.out, ww.out, oc}, &out));
     if (out->NumElements() == 0) return;
 
-    const int64_t taps = f.dim_size(1) * f.dim_size(2);
-    const std::vector<uint64_t> w = LookupWeights(f, oc, taps, words, in_c);
-    BwConvArgs a;
+    BwConvArgs a{};
     a.batch = x.dim_size(0);
     a.in_h = x.dim_size(1);
     a.in_w = x.dim_size(2);
@@ -212,14 +244,12 @@ class BinaryWeightConvOp : public OpKernel {
     a.pad_left = ww.pad_before;
     a.words = words;
     a.input = x.flat<float>().data();
-    a.weights = w.data();
-    a.w_ld = oc;
     a.alpha = alpha.flat<float>().data();
     a.bias = bias.flat<float>().data();
     a.relu = relu_;
     a.output = out->flat<float>().data();
     a.out_ld = oc;
-    RunBw(ctx, SelectBwKernel(path), a);
+    RunBw(ctx, SelectBwKernel(path), a, f);
   }
 
  private:
@@ -292,8 +322,7 @@ class BinaryWeightDenseOp : public OpKernel {
     if (out->NumElements() == 0) return;
 
     // A dense layer is a 1x1 convolution over a [B, 1, 1, C] image.
-    const std::vector<uint64_t> w = LookupWeights(f, oc, 1, words, in_c);
-    BwConvArgs a;
+    BwConvArgs a{};
     a.batch = x.dim_size(0);
     a.in_h = a.in_w = a.out_h = a.out_w = 1;
     a.in_c = in_c;
@@ -302,14 +331,12 @@ class BinaryWeightDenseOp : public OpKernel {
     a.pad_top = a.pad_left = 0;
     a.words = words;
     a.input = x.flat<float>().data();
-    a.weights = w.data();
-    a.w_ld = oc;
     a.alpha = alpha.flat<float>().data();
     a.bias = bias.flat<float>().data();
     a.relu = relu_;
     a.output = out->flat<float>().data();
     a.out_ld = oc;
-    RunBw(ctx, SelectBwKernel(path), a);
+    RunBw(ctx, SelectBwKernel(path), a, f);
   }
 
  private:

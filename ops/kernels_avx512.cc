@@ -1,10 +1,12 @@
 // AVX-512 kernels (compiled with -mavx512f -mavx512bw -mavx512vpopcntdq; used
 // only where the CPU reports all three and the OS saves zmm state, see
 // cpu_features.cc). VPOPCNTQ counts 8 words per instruction: xor + popcount +
-// add cover one patch word against 8 filters.
+// add cover one patch word against 8 filters. The binary-weight kernels are at
+// the end of the file.
 #include <immintrin.h>
 
 #include <cstring>
+#include <vector>
 
 #include "xnor_kernels.h"
 
@@ -141,6 +143,209 @@ uint64_t Avx512XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t
   return static_cast<uint64_t>(_mm512_reduce_add_epi64(s));
 }
 
+
+// ------------------------------------------------------------ binary weight --
+// The lookup-table algorithm of the AVX2 kernel (see BwKernel in
+// xnor_kernels.h) on 16 positions per zmm: the op's 8-position tiles are taken
+// two at a time, so one table-entry add covers 16 positions x 4 channels.
+
+// 16 lanes' 4 consecutive channels -> 4 vectors of 16 lanes: a 4x4 transpose
+// in each 128-bit lane, lane k of row i holding src[i + 4k] (as Gather4 in
+// kernels_avx2.cc, twice as wide).
+inline void Gather4x16(const float* const src[kBwMaxLanes], int64_t c, __m512 out[4]) {
+  __m512 r[4];
+  for (int i = 0; i < 4; ++i) {
+    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src[i] + c));
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 4] + c), 1);
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 8] + c), 2);
+    r[i] = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 12] + c), 3);
+  }
+  const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+  const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+  out[0] = _mm512_shuffle_ps(t0, t2, 0x44);
+  out[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+  out[2] = _mm512_shuffle_ps(t1, t3, 0x44);
+  out[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+}
+
+struct alignas(64) Zmm {
+  float v[16];
+};
+
+inline __m512 Negate(__m512 v) {  // flips the sign bit (xor_ps would need AVX512DQ)
+  return _mm512_castsi512_ps(
+      _mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(static_cast<int>(0x80000000u))));
+}
+
+// The 16 signed sums of one channel group: entry m has -x_i where bit i of m is set.
+inline void BuildLut16(const __m512 x[4], __m512* lut) {
+  const __m512 p0 = _mm512_add_ps(x[0], x[1]), p1 = _mm512_sub_ps(x[1], x[0]);
+  const __m512 q0 = _mm512_add_ps(x[2], x[3]), q1 = _mm512_sub_ps(x[3], x[2]);
+  const __m512 lo[4] = {p0, p1, Negate(p1), Negate(p0)};
+  const __m512 hi[4] = {q0, q1, Negate(q1), Negate(q0)};
+  for (int h = 0; h < 4; ++h)
+    for (int l = 0; l < 4; ++l) _mm512_store_ps(lut + 4 * h + l, _mm512_add_ps(lo[l], hi[h]));
+}
+
+// Entry selected by nibble G of w in table G (16 entries of 64 bytes): the
+// shift and mask give the byte offset directly.
+template <int G>
+inline const float* Entry16(const char* luts, uint64_t w) {
+  uint64_t off;
+  if constexpr (G >= 2) {
+    off = (w >> (4 * G - 6)) & 0x3C0;
+  } else {
+    off = (w << (6 - 4 * G)) & 0x3C0;
+  }
+  return reinterpret_cast<const float*>(luts + G * 1024 + off);
+}
+
+template <int G>
+inline __attribute__((always_inline)) void AddGroups16(const char* luts, uint64_t w, __m512* s) {
+  if constexpr (G > 0) {
+    AddGroups16<G - 1>(luts, w, s);
+    s[(G - 1) & 3] = _mm512_add_ps(s[(G - 1) & 3], _mm512_load_ps(Entry16<G - 1>(luts, w)));
+  }
+}
+
+// One word (64 channels from c0) of every lane into the tables, then every
+// output channel adds its entries. ng < 16 only for the last, partial word.
+inline void Avx512BwWord(const BwConvArgs& a, const float* const src[kBwMaxLanes], int64_t c0,
+                         const uint64_t* wrow, __m512* lut, __m512* acc) {
+  const int64_t oc = a.out_c;
+  const int64_t nc = a.in_c - c0 < 64 ? a.in_c - c0 : 64;
+  const int full = static_cast<int>(nc / 4);
+  for (int g = 0; g < full; ++g) {
+    __m512 x[4];
+    Gather4x16(src, c0 + 4 * g, x);
+    BuildLut16(x, lut + 16 * g);
+  }
+  int ng = full;
+  if (nc % 4) {  // a partial group: the missing channels are zeros
+    alignas(64) float part[4][kBwMaxLanes] = {};
+    for (int i = 0; i < nc % 4; ++i)
+      for (int l = 0; l < kBwMaxLanes; ++l) part[i][l] = src[l][c0 + 4 * full + i];
+    __m512 x[4];
+    for (int i = 0; i < 4; ++i) x[i] = _mm512_load_ps(part[i]);
+    BuildLut16(x, lut + 16 * full);
+    ++ng;
+  }
+  const char* luts = reinterpret_cast<const char*>(lut);
+  if (ng == 16) {
+    for (int64_t o = 0; o < oc; ++o) {
+      __m512 s[4] = {acc[o], _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      AddGroups16<16>(luts, wrow[o], s);  // four independent add chains
+      acc[o] = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
+    }
+  } else {
+    for (int64_t o = 0; o < oc; ++o) {
+      const uint64_t w = wrow[o];
+      __m512 s = acc[o];
+      for (int g = 0; g < ng; ++g) s = _mm512_add_ps(s, lut[16 * g + ((w >> (4 * g)) & 15)]);
+      acc[o] = s;
+    }
+  }
+}
+
+void Avx512BwConvTiles(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end) {
+  const int64_t oc = a.out_c;
+  std::vector<Zmm> acc_buf(oc), lut_buf(16 * 16);  // C++17 allocates them 64-byte aligned
+  __m512* acc = reinterpret_cast<__m512*>(acc_buf.data());
+  __m512* lut = reinterpret_cast<__m512*>(lut_buf.data());
+  // Zero "pixel" for padded taps and idle lanes, wide enough for every channel offset.
+  const std::vector<float> zeros(a.words * 64 + 4, 0.0f);
+  for (int64_t tile = tile_begin; tile < tile_end; tile += 2) {
+    const int max_lanes = tile + 1 < tile_end ? kBwMaxLanes : kBwTile;
+    BwTile t;
+    BwTileInitAt(a, tile * kBwTile, max_lanes, &t);
+    for (int64_t o = 0; o < oc; ++o) acc[o] = _mm512_setzero_ps();
+    for (int64_t kh = 0; kh < a.k_h; ++kh) {
+      for (int64_t kw = 0; kw < a.k_w; ++kw) {
+        const float* src[kBwMaxLanes];
+        for (int l = 0; l < kBwMaxLanes; ++l)
+          src[l] = l < max_lanes ? BwTapPtr(a, t, l, kh, kw, zeros.data()) : zeros.data();
+        for (int64_t j = 0; j < a.words; ++j)
+          Avx512BwWord(a, src, 64 * j, a.weights + ((kh * a.k_w + kw) * a.words + j) * a.w_ld,
+                       lut, acc);
+      }
+    }
+    // acc[o] holds 16 positions; the output wants [position][o].
+    alignas(64) float lanes[kBwMaxLanes];
+    for (int64_t o = 0; o < oc; ++o) {
+      _mm512_store_ps(lanes, acc[o]);
+      for (int l = 0; l < t.lanes; ++l) {
+        const float y = a.alpha[o] * lanes[l] + a.bias[o];
+        a.output[(t.pos0 + l) * a.out_ld + o] = (a.relu && y < 0.0f) ? 0.0f : y;
+      }
+    }
+  }
+}
+
+// Thin outputs (1-2 positions, e.g. batch-1 dense layers): one position's
+// channels across the lanes and a weight word's bits used directly as mask
+// registers, so 16 multiply-accumulates are one masked add:
+// neg[o] = sum of x_c where bit c of row o is set, out = sum(x) - 2 * neg[o].
+// Bits past in_c meet zero-filled input, so the filter rows are read as given.
+struct RowsInput {
+  std::vector<const float*> src;  // per tap: the position's in_c channels (or zeros)
+  float sum;                      // sum of every channel of every tap
+};
+
+inline __m512 LoadChannels(const float* s, int64_t c, int64_t in_c) {
+  const int64_t n = in_c - c;
+  if (n >= 16) return _mm512_loadu_ps(s + c);
+  if (n <= 0) return _mm512_setzero_ps();
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), s + c);
+}
+
+template <int NB>
+inline void Avx512BwRowsBlock(const BwConvArgs& a, const RowsInput& in, int64_t o0, int64_t pos) {
+  const int64_t taps = a.k_h * a.k_w, row_words = taps * a.words;
+  const uint64_t* w0 = a.filter_rows + o0 * row_words;
+  __m512 acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = _mm512_setzero_ps();
+  for (int64_t tap = 0; tap < taps; ++tap) {
+    for (int64_t j = 0; j < a.words; ++j) {
+      __m512 x[4];
+      for (int q = 0; q < 4; ++q) x[q] = LoadChannels(in.src[tap], 64 * j + 16 * q, a.in_c);
+      const int64_t wi = tap * a.words + j;
+      for (int b = 0; b < NB; ++b) {
+        const uint64_t w = w0[b * row_words + wi];
+        for (int q = 0; q < 4; ++q)
+          acc[b] = _mm512_mask_add_ps(acc[b], static_cast<__mmask16>(w >> (16 * q)), acc[b], x[q]);
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b) {
+    const int64_t o = o0 + b;
+    const float y = a.alpha[o] * (in.sum - 2.0f * _mm512_reduce_add_ps(acc[b])) + a.bias[o];
+    a.output[pos * a.out_ld + o] = (a.relu && y < 0.0f) ? 0.0f : y;
+  }
+}
+
+void Avx512BwConvRows(const BwConvArgs& a, int64_t o_begin, int64_t o_end) {
+  const int64_t total = a.batch * a.out_h * a.out_w, taps = a.k_h * a.k_w;
+  const std::vector<float> zeros(a.words * 64, 0.0f);
+  RowsInput in;
+  in.src.resize(taps);
+  for (int64_t pos = 0; pos < total; ++pos) {
+    BwTile t;
+    BwTileInitAt(a, pos, 1, &t);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t kh = 0; kh < a.k_h; ++kh) {
+      for (int64_t kw = 0; kw < a.k_w; ++kw) {
+        const float* s = BwTapPtr(a, t, 0, kh, kw, zeros.data());
+        in.src[kh * a.k_w + kw] = s;
+        for (int64_t c = 0; c < a.in_c; c += 16) sum = _mm512_add_ps(sum, LoadChannels(s, c, a.in_c));
+      }
+    }
+    in.sum = _mm512_reduce_add_ps(sum);
+    int64_t o = o_begin;
+    for (; o + 8 <= o_end; o += 8) Avx512BwRowsBlock<8>(a, in, o, pos);
+    for (; o < o_end; ++o) Avx512BwRowsBlock<1>(a, in, o, pos);
+  }
+}
+
 }  // namespace
 
 const XnorKernel& XnorKernelAvx512() {
@@ -149,6 +354,13 @@ const XnorKernel& XnorKernelAvx512() {
                                Avx512Bitpack,       XnorEpilogueAvx2,
                                Avx512XorPopcountStream, kAvx512RegWords,
                                Avx512XorPopcountRegister};
+  return k;
+}
+
+// Positions <= 2 take the masked-add rows kernel: below 3 active lanes a
+// 16-lane table costs more than one masked add per 16 channels per position.
+const BwKernel& BwKernelAvx512() {
+  static const BwKernel k = {"avx512", Avx512BwConvTiles, 2, Avx512BwConvRows};
   return k;
 }
 

@@ -77,13 +77,23 @@ struct BwConvArgs {
   bool relu;
   float* output;              // [batch * out_h * out_w][out_ld], first out_c used
   int64_t out_ld;
+  // The filter as the op receives it, [out_c][k_h * k_w * words] (padding
+  // bits arbitrary), for conv_rows; set only when that path runs.
+  const uint64_t* filter_rows;
 };
-constexpr int kBwTile = 8;  // output positions per tile (one AVX2 register)
+constexpr int kBwTile = 8;       // output positions per tile the op hands out
+constexpr int kBwMaxLanes = 16;  // a kernel may take two tiles at once (one zmm)
 
 struct BwKernel {
   const char* name;
   // Computes output positions [tile_begin * 8, min(tile_end * 8, total)).
   void (*conv_tiles)(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end);
+  // Outputs with at most this many positions (batch-1 dense layers, a conv
+  // down to 1x1) are too thin for a lookup table over positions: the op calls
+  // conv_rows instead, which needs only a.filter_rows. 0: never.
+  int64_t rows_max_positions;
+  // Computes output channels [o_begin, o_end) at every position.
+  void (*conv_rows)(const BwConvArgs& a, int64_t o_begin, int64_t o_end);
 };
 
 // Tables; the AVX ones must only be used when the CPU has the ISA.
@@ -92,6 +102,7 @@ const XnorKernel& XnorKernelAvx2();
 const XnorKernel& XnorKernelAvx512();
 const BwKernel& BwKernelScalar();
 const BwKernel& BwKernelAvx2();
+const BwKernel& BwKernelAvx512();
 
 // Portable helpers shared by the kernel files (defined in kernels_scalar.cc).
 void XnorEpilogueScalar(const int32_t* pc, const int32_t* corr, int64_t out_channels,
@@ -112,22 +123,26 @@ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // when that pixel lies in the padding or the lane is past the last position.
 struct BwTile {
   int64_t pos0;                  // first flat output position of the tile
-  int lanes;                     // active lanes (8 except in the last tile)
-  const float* img[kBwTile];
-  int64_t ih0[kBwTile], iw0[kBwTile];
+  int lanes;                     // active lanes (fewer in the last tile)
+  const float* img[kBwMaxLanes];
+  int64_t ih0[kBwMaxLanes], iw0[kBwMaxLanes];
 };
 
-inline void BwTileInit(const BwConvArgs& a, int64_t tile, BwTile* t) {
+// A tile of up to max_lanes (<= kBwMaxLanes) positions from pos0.
+inline void BwTileInitAt(const BwConvArgs& a, int64_t pos0, int max_lanes, BwTile* t) {
   const int64_t total = a.batch * a.out_h * a.out_w;
-  t->pos0 = tile * kBwTile;
-  t->lanes = static_cast<int>(total - t->pos0 < kBwTile ? total - t->pos0 : kBwTile);
-  for (int l = 0; l < kBwTile; ++l) {
+  t->pos0 = pos0;
+  t->lanes = static_cast<int>(total - pos0 < max_lanes ? total - pos0 : max_lanes);
+  for (int l = 0; l < max_lanes; ++l) {
     const int64_t p = t->pos0 + (l < t->lanes ? l : 0);
     const int64_t b = p / (a.out_h * a.out_w), r = p % (a.out_h * a.out_w);
     t->img[l] = a.input + b * a.in_h * a.in_w * a.in_c;
     t->ih0[l] = (r / a.out_w) * a.stride_h - a.pad_top;
     t->iw0[l] = (r % a.out_w) * a.stride_w - a.pad_left;
   }
+}
+inline void BwTileInit(const BwConvArgs& a, int64_t tile, BwTile* t) {
+  BwTileInitAt(a, tile * kBwTile, kBwTile, t);
 }
 
 // Pointer to the in_c channels lane l reads at tap (kh, kw), or `zeros`.

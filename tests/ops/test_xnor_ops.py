@@ -118,7 +118,17 @@ def test_xnor_conv_matches_sign_conv_reference(path, case):
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("case", CONV_CASES[1:7] + CONV_CASES[10:])
+# Binary-weight shapes that steer the AVX-512 kernel: 1-2 output positions take
+# its masked-add rows path (padded taps, channels not a multiple of 16, 64);
+# 3 tiles of 8 positions are one 16-lane pair plus a lone 8-lane tile.
+BW_CASES = CONV_CASES[1:7] + CONV_CASES[10:] + [
+    (2, 7, 7, 70, 12, (7, 7), (1, 1), "VALID"),
+    (1, 2, 2, 129, 17, (3, 3), (2, 2), "SAME"),
+    (1, 4, 5, 33, 20, (3, 3), (1, 1), "SAME"),
+]
+
+
+@pytest.mark.parametrize("case", BW_CASES)
 def test_binary_weight_conv_matches_reference(path, case):
     x, wt, alpha, bias, _ = conv_case(case, seed=case[3])
     s, pad = list(case[6]), case[7]
@@ -357,7 +367,8 @@ cases = [(1, 3, 3, 65, 9, 3, 1, "VALID"),    # one output pixel, 2 filter groups
          (1, 5, 7, 70, 13, 3, 2, "SAME"),    # 3 x 4 outputs
          (1, 15, 15, 128, 40, 3, 1, "SAME"),  # 5 filter groups
          (1, 9, 9, 64, 256, 5, 1, "VALID"),  # 25 pixels x 256 filters
-         (2, 4, 5, 3, 17, 3, 1, "SAME")]
+         (2, 4, 5, 3, 17, 3, 1, "SAME"),
+         (1, 7, 7, 70, 45, 7, 1, "VALID")]  # one pixel, 45 filters: rows split
 rng = np.random.default_rng(threads)
 n = 0
 for mode in ("auto", "filters", "pixels", "serial"):
@@ -398,4 +409,4 @@ def test_batch1_split_over_threads_is_exact(threads, tmp_path):
     r = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT, str(threads)], capture_output=True,
                        text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert f"checked {4 * 5 * len(xnor.available_paths())}" in r.stdout
+    assert f"checked {4 * 6 * len(xnor.available_paths())}" in r.stdout
