@@ -136,6 +136,27 @@ def qat_model(model):
         raise ValueError(f"{model.name}: {e} (add its type to sketchtf.ship.quantize.ANNOTATED)") from None
 
 
+def freeze_batch_norm(qat) -> int:
+    """Puts the QAT model's BatchNormalization layers in inference mode (moving
+    statistics, gamma/beta frozen) for the fine-tune, the usual QAT practice:
+    batch statistics of fake-quantized activations drift from the float run's,
+    and the converter folds the moving ones into the INT8 weights. Returns how
+    many layers were frozen."""
+    n = 0
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", layer)  # TFMOT wraps each layer
+        if isinstance(inner, keras.layers.BatchNormalization):
+            inner.trainable = False  # BN's own switch to moving statistics
+            # QuantizeWrapperV2.build copies the weights its QuantizeConfig names
+            # (gamma/beta) into its own trainable list: move them out too.
+            own = {id(v) for v in inner.weights}
+            moved = [v for v in layer._trainable_weights if id(v) in own]
+            layer._trainable_weights = [v for v in layer._trainable_weights if id(v) not in own]
+            layer._non_trainable_weights.extend(moved)
+            n += 1
+    return n
+
+
 def _representative(images, limit=None):
     x = np.asarray(images, np.float32)
     if x.ndim != 4 or not len(x):
@@ -242,7 +263,7 @@ def _images(data_cfg, records, class_names, batch_size):
 
 def quantize_defaults():
     import ml_collections
-    return ml_collections.ConfigDict(dict(mode="qat", float_workdir="", io_dtype="int8",
+    return ml_collections.ConfigDict(dict(mode="qat", float_workdir="", io_dtype="int8", freeze_bn=False,
                                           representative_size=1010, worst_boost=2.0, probe_per_class=100))
 
 
@@ -310,6 +331,8 @@ def quantize_and_export(config, workdir) -> dict:
             raise ValueError(f"data classes {info.class_names} differ from {q.float_workdir}'s {class_names}")
         with trainer.run_scope(config):
             qm = qat_model(float_model)
+            if q.freeze_bn:
+                out["frozen_batch_norm"] = freeze_batch_norm(qm)
             steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
             trainer.compile_model(qm, config, steps)
             result = trainer.fit_and_report(qm, config, workdir, train_ds, info, eval_ds, einfo,

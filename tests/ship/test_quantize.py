@@ -32,6 +32,23 @@ def test_qat_model_builds_for_each_student(name):
     assert all(np.array_equal(a, b) for a, b in zip(before, m.get_weights()))
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_batch_norm_keeps_statistics_through_a_fit_step(freeze):
+    q = quantize.qat_model(build_model("sketchnet", num_classes=5, input_shape=SHAPE))
+    n_bn = sum(isinstance(getattr(l, "layer", l), keras.layers.BatchNormalization) for l in q.layers)
+    if freeze:
+        assert quantize.freeze_batch_norm(q) == n_bn == 5
+    bn = q.get_layer("quant_block1_bn").layer
+    before = [w.numpy().copy() for w in (bn.moving_mean, bn.moving_variance, bn.gamma)]
+    q.compile(optimizer=keras.optimizers.SGD(0.1),
+              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    q.fit(rng.random((16, *SHAPE), np.float32), rng.integers(0, 5, 16), epochs=1, verbose=0)
+    after = [w.numpy() for w in (bn.moving_mean, bn.moving_variance, bn.gamma)]
+    same = [np.array_equal(a, b) for a, b in zip(before, after)]
+    assert same == ([True] * 3 if freeze else [False] * 3)
+
+
 class _NotInRegistry(keras.layers.Layer):
     def call(self, x):
         return x * 2.0
