@@ -410,3 +410,27 @@ def test_batch1_split_over_threads_is_exact(threads, tmp_path):
                        text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert f"checked {4 * 6 * len(xnor.available_paths())}" in r.stdout
+
+
+def test_prepared_filter_cache_follows_the_filter_words(path):
+    """XnorConv2D keeps its last prepared filter per op instance: a variable
+    changed in place (same buffer) and another filter of the same shape through
+    the same graph must both give their own results, never the cached ones."""
+    rng = np.random.default_rng(5)
+    x = random_input(rng, (1, 5, 5, 70))
+    xp = xnor.bitpack_channels(x)
+    w1, w2 = random_input(rng, (3, 3, 70, 9)), random_input(rng, (3, 3, 70, 9))
+    var = tf.Variable(xnor.pack_filter(w1))
+
+    @tf.function
+    def dot(f):
+        return xnor.xnor_conv2d_dot(xp, f, 70, 1, "SAME", path=path)
+
+    def ref(w):
+        return tf.nn.conv2d(np_sign(x), np_sign(w), 1, "SAME").numpy().astype(np.int32)
+
+    for _ in range(2):  # the second round hits the cache
+        np.testing.assert_array_equal(dot(var), ref(w1))
+    var.assign(xnor.pack_filter(w2))
+    np.testing.assert_array_equal(dot(var), ref(w2))
+    np.testing.assert_array_equal(dot(tf.constant(xnor.pack_filter(w1))), ref(w1))
