@@ -21,7 +21,11 @@ def get_config(arg=None):
         raise ValueError(f"qat config: unknown arg {unknown}; use {STUDENTS}, ptq, uint8, smoke")
     model = next((p for p in parts if p in STUDENTS), "sketchnet")
     # Fine-tuning from a converged float model: a tenth of its learning rate, few epochs.
-    c = experiment(model, data=quickdraw10(image_size=128), epochs=2, batch_size=64, lr=1e-4)
+    # The float runs' split (valid carved from train): the fine-tune never sees valid,
+    # and watches it rather than test (scored once, by the gates).
+    c = experiment(model, data=quickdraw10(image_size=128, valid_fraction=0.1), epochs=2, batch_size=64,
+                   lr=1e-4)
+    c.eval_split = "valid"
     c.quantize = quantize_defaults()
     c.quantize.float_workdir = f"runs/{model}"
     if "ptq" in parts:

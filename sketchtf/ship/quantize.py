@@ -284,7 +284,10 @@ def load_float(config):
     fc, class_names = run_folder.read_run(fw)
     for key, mine, theirs in (("model.name", config.model.name, fc.model.name),
                               ("data.image_size", int(config.data.image_size), int(fc.data.image_size)),
-                              ("data.channels", int(config.data.channels), int(fc.data.channels))):
+                              ("data.channels", int(config.data.channels), int(fc.data.channels)),
+                              # another split would fine-tune on drawings the float run held out
+                              ("data.valid_fraction", float(config.data.get("valid_fraction", 0.0)),
+                               float(fc.data.get("valid_fraction", 0.0)))):
         if mine != theirs:
             raise ValueError(f"config {key}={mine!r} but quantize.float_workdir={fw} was trained with {theirs!r} "
                              f"(see {os.path.join(fw, 'config.json')})")

@@ -120,3 +120,6 @@ def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
     c.data.image_size = 48
     with pytest.raises(ValueError, match="data.image_size"):
         quantize.quantize_and_export(c, str(tmp_path / "bad"))
+    c.data.image_size, c.data.valid_fraction = 32, 0.1  # and one with another valid split
+    with pytest.raises(ValueError, match="data.valid_fraction"):
+        quantize.quantize_and_export(c, str(tmp_path / "bad2"))
