@@ -1,0 +1,73 @@
+"""Where the time of a packed binary Sketch-A-Net goes at batch 1: one step at a time.
+
+Times the forward pass of the first k steps of `binarize.pack_model(...)` for
+k = 1..n (each as a graph loop, best of --repeats), so each step's share is the
+difference of consecutive totals (small negative differences are noise).
+Random weights (speed does not depend on them), 225 px, 250 classes by default.
+TF's thread count is fixed once it starts: run once per --threads value.
+
+    python benchmarks/binary_model_steps.py [--model sketchanet_xnor] [--threads 1]
+
+Ends with ONE JSON line: per-step ms and the total.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="sketchanet_xnor",
+                    help="a binary registry model: sketchanet_xnor or sketchanet_binary")
+    ap.add_argument("--threads", type=int, default=1, help="TF intra- and inter-op threads (0: TF default)")
+    ap.add_argument("--size", type=int, default=225)
+    ap.add_argument("--classes", type=int, default=250)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=50, help="forward passes per timed graph loop")
+    args = ap.parse_args(argv)
+
+    import sketchtf  # noqa: F401  (environment before TensorFlow loads)
+    import tensorflow as tf
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from xnor_conv import _looped, _random_weights
+    from sketchtf.models import build_model
+    from sketchtf.ops import xnor
+    from sketchtf.ship import binarize
+
+    model = build_model(args.model, num_classes=args.classes, input_shape=(args.size, args.size, 1))
+    _random_weights(model, 2)
+    packed = binarize.pack_model(model)
+    x = tf.constant(np.random.default_rng(1).random((1, args.size, args.size, 1)).astype(np.float32))
+    names = [e["config"]["name"] for e in packed.entries]
+    print(f"{args.model}, batch 1, {args.size} px, path {xnor.available_paths()[-1]}, "
+          f"threads {args.threads or 'TF default'}; best of {args.repeats} x {args.calls} calls")
+    totals = []
+    for k in range(1, len(packed.steps) + 1):
+        def forward(t, steps=packed.steps[:k]):
+            for step in steps:
+                t = step(t)
+            return t
+        run = _looped(forward)
+        run(x, tf.constant(3)).numpy()  # trace and warm up
+        best = float("inf")
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            run(x, tf.constant(args.calls)).numpy()
+            best = min(best, (time.perf_counter() - t0) / args.calls)
+        totals.append(best * 1e3)
+        step_ms = totals[-1] - (totals[-2] if k > 1 else 0.0)
+        print(f"{k:2d} {names[k - 1]:12s} total {totals[-1]:7.3f} ms   step {step_ms:7.3f} ms")
+    steps = {n: round(totals[i] - (totals[i - 1] if i else 0.0), 4) for i, n in enumerate(names)}
+    print(json.dumps({"model": args.model, "threads": args.threads, "total_ms": round(totals[-1], 4),
+                      "step_ms": steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
+
+
+if __name__ == "__main__":
+    main()
