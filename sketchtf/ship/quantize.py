@@ -263,7 +263,10 @@ def _images(data_cfg, records, class_names, batch_size):
 
 def quantize_defaults():
     import ml_collections
+    # distill: fine-tune against the float model's own logits (alpha weighs the labels, as in
+    # sketchtf.distill); freeze_bn: BatchNormalization in inference mode during the fine-tune.
     return ml_collections.ConfigDict(dict(mode="qat", float_workdir="", io_dtype="int8", freeze_bn=False,
+                                          distill=False, distill_alpha=0.0, distill_temperature=1.0,
                                           representative_size=1010, worst_boost=2.0, probe_per_class=100))
 
 
@@ -304,6 +307,27 @@ def load_qat_model(workdir):
     return q, config, class_names
 
 
+def _qat_fit_model(qm, float_model, q, config, steps, strategy):
+    """What the QAT fine-tune fits: the QAT model on the labels, or (quantize.distill)
+    a Distiller whose teacher is the float model itself, so that the fine-tune
+    learns to reproduce the float model's predictions, class by class, instead
+    of re-fitting the labels (which moves drawings between classes: the
+    per-class gate measures exactly that drift). Returns (fit_model, extra)."""
+    from sketchtf.training import trainer
+    extra = dict(float_workdir=q.float_workdir)
+    if not q.distill:
+        trainer.compile_model(qm, config, steps)
+        return None, extra
+    from sketchtf.training.distill import Distiller
+    distiller = Distiller(qm, float_model)
+    distiller.compile(optimizer=trainer.build_optimizer(config, steps, strategy),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                               keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+                      alpha=float(q.distill_alpha), temperature=float(q.distill_temperature))
+    extra.update(distill_alpha=float(q.distill_alpha), distill_temperature=float(q.distill_temperature))
+    return distiller, extra
+
+
 def quantize_and_export(config, workdir) -> dict:
     """Runs config.quantize (QAT fine-tune or PTQ) and writes the TFLite files.
 
@@ -337,10 +361,10 @@ def quantize_and_export(config, workdir) -> dict:
             if q.freeze_bn:
                 out["frozen_batch_norm"] = freeze_batch_norm(qm)
             steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
-            trainer.compile_model(qm, config, steps)
+            fit_model, extra = _qat_fit_model(qm, float_model, q, config, steps, strategy)
             result = trainer.fit_and_report(qm, config, workdir, train_ds, info, eval_ds, einfo,
                                             title=f"QAT {config.model.name} on {config.data.source}",
-                                            extra=dict(float_workdir=q.float_workdir))
+                                            fit_model=fit_model, extra=extra)
         out["qat_keras_top1"] = result["top1"]
         files["qat_int8"] = to_tflite(qm, cal, q.io_dtype)
 

@@ -123,3 +123,23 @@ def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
     c.data.image_size, c.data.valid_fraction = 32, 0.1  # and one with another valid split
     with pytest.raises(ValueError, match="data.valid_fraction"):
         quantize.quantize_and_export(c, str(tmp_path / "bad2"))
+
+
+def test_qat_fine_tune_can_distill_from_the_float_model(tmp_path):
+    """quantize.distill: the fine-tune's loss is the KL to the float model's logits
+    (alpha 0: labels unused), the float model is left as it was, and the run says so."""
+    from sketchtf.training import trainer
+    float_cfg = smoke(experiment("sketchnet"), image_size=32)
+    float_cfg.data.synthetic_per_class = 2
+    trainer.train_and_evaluate(float_cfg, str(tmp_path / "float"))
+    c = smoke(experiment("sketchnet"), image_size=32)
+    c.data.synthetic_per_class = 2
+    c.quantize = quantize.quantize_defaults()
+    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2,
+                           distill=True, distill_alpha=0.0, distill_temperature=2.0, freeze_bn=True))
+    out = quantize.quantize_and_export(c, str(tmp_path / "qat"))
+    assert out["frozen_batch_norm"] == 5 and "qat_int8" in out["files"]
+    metrics = json.loads((tmp_path / "qat" / "metrics.json").read_text())
+    assert metrics["extra"]["distill_alpha"] == 0.0 and metrics["extra"]["distill_temperature"] == 2.0
+    history = (tmp_path / "qat" / "history.csv").read_text().splitlines()[0]
+    assert "distillation_loss" in history  # the Distiller's loss was what fit minimized
