@@ -98,7 +98,8 @@ def test_calibration_counts_favour_worst_classes():
     assert list(quantize.calibration_counts([1.0, 1.0], total=7)) in ([4, 3], [3, 4])
 
 
-def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
+def _smoke_qat_config(tmp_path, **quantize_overrides):
+    """A smoke float SketchNet trained in tmp_path/float, and a QAT config pointing at it."""
     from sketchtf.training import trainer
     float_cfg = smoke(experiment("sketchnet"), image_size=32)
     float_cfg.data.synthetic_per_class = 2
@@ -106,7 +107,13 @@ def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
     c = smoke(experiment("sketchnet"), image_size=32)
     c.data.synthetic_per_class = 2
     c.quantize = quantize.quantize_defaults()
-    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2))
+    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2,
+                           **quantize_overrides))
+    return c
+
+
+def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
+    c = _smoke_qat_config(tmp_path)
     out = quantize.quantize_and_export(c, str(tmp_path / "qat"))
     assert sorted(out["files"]) == ["float", "ptq_int8", "qat_int8"]
     assert out["calibration"]["total"] == 24
@@ -126,17 +133,9 @@ def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
 
 
 def test_qat_fine_tune_can_distill_from_the_float_model(tmp_path):
-    """quantize.distill: the fine-tune's loss is the KL to the float model's logits
-    (alpha 0: labels unused), the float model is left as it was, and the run says so."""
-    from sketchtf.training import trainer
-    float_cfg = smoke(experiment("sketchnet"), image_size=32)
-    float_cfg.data.synthetic_per_class = 2
-    trainer.train_and_evaluate(float_cfg, str(tmp_path / "float"))
-    c = smoke(experiment("sketchnet"), image_size=32)
-    c.data.synthetic_per_class = 2
-    c.quantize = quantize.quantize_defaults()
-    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2,
-                           distill=True, distill_alpha=0.0, distill_temperature=2.0, freeze_bn=True))
+    """quantize.distill: the fine-tune minimizes the Distiller's loss against the float
+    model's logits (alpha 0: labels unused), and the run records its settings."""
+    c = _smoke_qat_config(tmp_path, distill=True, distill_alpha=0.0, distill_temperature=2.0, freeze_bn=True)
     out = quantize.quantize_and_export(c, str(tmp_path / "qat"))
     assert out["frozen_batch_norm"] == 5 and "qat_int8" in out["files"]
     metrics = json.loads((tmp_path / "qat" / "metrics.json").read_text())
