@@ -24,6 +24,7 @@ def main(argv=None):
     ap.add_argument("--model", default="sketchanet_xnor",
                     help="a binary registry model: sketchanet_xnor or sketchanet_binary")
     ap.add_argument("--threads", type=int, default=1, help="TF intra- and inter-op threads (0: TF default)")
+    ap.add_argument("--inter_op", type=int, default=-1, help="TF inter-op threads (default: as --threads)")
     ap.add_argument("--size", type=int, default=225)
     ap.add_argument("--classes", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=7)
@@ -34,7 +35,7 @@ def main(argv=None):
     import tensorflow as tf
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads if args.inter_op < 0 else args.inter_op)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from xnor_conv import _looped, _random_weights
     from sketchtf.models import build_model
@@ -47,7 +48,7 @@ def main(argv=None):
     x = tf.constant(np.random.default_rng(1).random((1, args.size, args.size, 1)).astype(np.float32))
     names = [e["config"]["name"] for e in packed.entries]
     print(f"{args.model}, batch 1, {args.size} px, path {xnor.available_paths()[-1]}, "
-          f"threads {args.threads or 'TF default'}; best of {args.repeats} x {args.calls} calls")
+          f"threads {args.threads or 'TF default'}, inter-op {args.inter_op if args.inter_op >= 0 else 'same'}; best of {args.repeats} x {args.calls} calls")
     totals = []
     for k in range(1, len(packed.steps) + 1):
         def forward(t, steps=packed.steps[:k]):
@@ -65,7 +66,7 @@ def main(argv=None):
         step_ms = totals[-1] - (totals[-2] if k > 1 else 0.0)
         print(f"{k:2d} {names[k - 1]:12s} total {totals[-1]:7.3f} ms   step {step_ms:7.3f} ms")
     steps = {n: round(totals[i] - (totals[i - 1] if i else 0.0), 4) for i, n in enumerate(names)}
-    print(json.dumps({"model": args.model, "threads": args.threads, "total_ms": round(totals[-1], 4),
+    print(json.dumps({"model": args.model, "threads": args.threads, "inter_op": args.inter_op, "total_ms": round(totals[-1], 4),
                       "step_ms": steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
 
 
