@@ -4,8 +4,6 @@
 // optional ReLU. Zero padding is exact: a padded input is 0 whatever the sign.
 // The inner loop only adds (see BwKernel in xnor_kernels.h). Inference only.
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "op_common.h"
@@ -65,9 +63,9 @@ void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
   }
   const int64_t ochunks = CeilDiv(a.out_c, ocb);
   const int64_t cost = kBwTile * a.k_h * a.k_w * a.in_c * ocb / 8;  // ~cycles per unit
-  const char* mode = std::getenv("SKETCHTF_XNOR_SPLIT");
-  const bool legacy = mode != nullptr && std::strcmp(mode, "pixels") == 0;
-  if (mode != nullptr && std::strcmp(mode, "serial") == 0) {  // one-thread baseline
+  const SplitModeT mode = SplitMode();
+  const bool legacy = mode == SplitModeT::kPixels;
+  if (mode == SplitModeT::kSerial) {  // one-thread baseline
     kern.conv_tiles(a, 0, tiles);
     return;
   }
@@ -126,9 +124,7 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tenso
   if (a.batch * a.out_h * a.out_w <= kern.rows_max_positions) {
     a.filter_rows = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-    const char* mode = std::getenv("SKETCHTF_XNOR_SPLIT");
-    const bool serial = mode != nullptr && std::strcmp(mode, "serial") == 0;
-    const int64_t threads = serial ? 1 : std::max(1, pool->num_threads);
+    const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
     const int64_t shards = std::min(threads, CeilDiv(a.out_c, 8));
     const int64_t per = CeilDiv(CeilDiv(a.out_c, shards), 8) * 8;
     if (shards == 1) {

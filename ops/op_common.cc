@@ -43,6 +43,15 @@ static bool PathSupported(Path p) {
   return false;
 }
 
+SplitModeT SplitMode() {
+  const char* env = std::getenv("SKETCHTF_XNOR_SPLIT");
+  if (env == nullptr) return SplitModeT::kAuto;
+  if (std::strcmp(env, "pixels") == 0) return SplitModeT::kPixels;
+  if (std::strcmp(env, "filters") == 0) return SplitModeT::kFilters;
+  if (std::strcmp(env, "serial") == 0) return SplitModeT::kSerial;
+  return SplitModeT::kAuto;
+}
+
 const char* PathName(Path path) {
   switch (path) {
     case Path::kScalar: return "scalar";

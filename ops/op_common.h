@@ -52,6 +52,14 @@ absl::Status ConvOutDim(tensorflow::shape_inference::InferenceContext* c,
                               tensorflow::shape_inference::DimensionHandle k, int64_t stride,
                               bool same, tensorflow::shape_inference::DimensionHandle* out);
 
+// SKETCHTF_XNOR_SPLIT, read on every call (for measurements and tests): how
+// the ops split batch-1 work over threads. "pixels": TF's cost-model sharding;
+// "filters": XnorConv2D's filter split whenever there are 2+ threads; "serial":
+// the whole op on the calling thread; unset, "auto" or anything else: each
+// op's own rule (xnor_conv_op.cc, binary_weight_op.cc).
+enum class SplitModeT { kAuto, kPixels, kFilters, kSerial };
+SplitModeT SplitMode();
+
 // Mask of the valid bits in the last word of an in_channels-bit row.
 inline uint64_t LastWordMask(int64_t in_channels) {
   const int r = static_cast<int>(in_channels % 64);

@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -197,15 +196,6 @@ constexpr int64_t kFilterAlign = 8;
 struct XnorSplit {
   int64_t filter_chunks = 1, chunk = 0;
 };
-enum class SplitModeT { kAuto, kPixels, kFilters, kSerial };
-SplitModeT SplitMode() {
-  const char* env = std::getenv("SKETCHTF_XNOR_SPLIT");
-  if (env == nullptr || std::strcmp(env, "auto") == 0 || env[0] == '\0') return SplitModeT::kAuto;
-  if (std::strcmp(env, "pixels") == 0) return SplitModeT::kPixels;
-  if (std::strcmp(env, "filters") == 0) return SplitModeT::kFilters;
-  if (std::strcmp(env, "serial") == 0) return SplitModeT::kSerial;
-  return SplitModeT::kAuto;
-}
 XnorSplit PlanXnorSplit(int64_t units, int64_t oc, int64_t threads, SplitModeT mode) {
   XnorSplit s;
   if (threads <= 1 || mode == SplitModeT::kPixels || mode == SplitModeT::kSerial) return s;
@@ -226,7 +216,6 @@ struct PreparedFilter {
   std::vector<uint64_t> raw;  // the filter words it was built from
   Path path;
   int64_t oc, k_h, k_w, words;
-  bool same;
   std::vector<uint64_t> fprep;
   std::vector<int32_t> prefix;
 };
@@ -241,12 +230,11 @@ std::shared_ptr<const PreparedFilter> PrepareFilter(const Tensor& f, const XnorK
   p->k_h = f.dim_size(1);
   p->k_w = f.dim_size(2);
   p->words = f.dim_size(3);
-  p->same = same;
   const int64_t oc = p->oc, k_h = p->k_h, k_w = p->k_w, words = p->words;
   const int64_t taps = k_h * k_w, k = taps * words;
   const int64_t kp = CeilDiv(k, kern.k_align) * kern.k_align;
   const uint64_t mask = LastWordMask(in_channels);
-  std::vector<uint64_t> fmasked(fsrc, fsrc + oc * k);
+  std::vector<uint64_t> fmasked(p->raw);
   for (int64_t i = words - 1; i < oc * k; i += words) fmasked[i] &= mask;
   p->fprep.resize(kern.filter_words(oc, kp));
   kern.prepare_filter(fmasked.data(), oc, k, kp, p->fprep.data());
