@@ -321,8 +321,7 @@ def _qat_fit_model(qm, float_model, q, config, steps, strategy):
     from sketchtf.training.distill import Distiller
     distiller = Distiller(qm, float_model)
     distiller.compile(optimizer=trainer.build_optimizer(config, steps, strategy),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                               keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+                      metrics=trainer.train_metrics(),
                       alpha=float(q.distill_alpha), temperature=float(q.distill_temperature))
     extra.update(distill_alpha=float(q.distill_alpha), distill_temperature=float(q.distill_temperature))
     return distiller, extra

@@ -410,8 +410,7 @@ def distill_and_evaluate(config, workdir):
         if feature:
             extra.update(feature=dict(feature, beta=beta))
         distiller.compile(optimizer=trainer.build_optimizer(config, steps, strategy),
-                          metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                                   keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+                          metrics=trainer.train_metrics(),
                           alpha=float(d.alpha), temperature=float(d.temperature), beta=beta,
                           jit_compile=bool(config.get("jit_compile", False)))
         title = f"{config.model.name} distilled from {tconfig.model.name} on {config.data.source}"

@@ -131,13 +131,18 @@ def build_optimizer(config, steps_per_epoch, strategy=None):
     return opt
 
 
+def train_metrics():
+    """The metrics every fit reports (train, distill, QAT): top-1 and top-5."""
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")]
+
+
 def compile_model(model, config, steps_per_epoch):
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch, model.distribute_strategy),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True) if not config.train.get("label_smoothing") else _smoothed_loss(config),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                 keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5")],
+        metrics=train_metrics(),
         jit_compile=bool(config.get("jit_compile", False)))
 
 
