@@ -24,7 +24,9 @@ def main(argv=None):
     ap.add_argument("--model", default="sketchanet_xnor",
                     help="a binary registry model: sketchanet_xnor or sketchanet_binary")
     ap.add_argument("--threads", type=int, default=1, help="TF intra- and inter-op threads (0: TF default)")
-    ap.add_argument("--inter_op", type=int, default=-1, help="TF inter-op threads (default: as --threads)")
+    ap.add_argument("--inter_op", type=int, default=1,
+                    help="TF inter-op threads (-1: as --threads). 1: a batch-1 graph is a chain of ops, "
+                         "and an idle second inter-op thread only spins against the intra-op ones")
     ap.add_argument("--size", type=int, default=225)
     ap.add_argument("--classes", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=7)

@@ -247,7 +247,7 @@ def child(args):
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or threads)
     import xnor_conv
     from xnor_conv import _looped, _random_weights
     from sketchtf.ops import xnor
@@ -406,6 +406,10 @@ def main(argv=None):
     ap.add_argument("--no-lce", action="store_true")
     ap.add_argument("--no-check-lce", action="store_true",
                     help="report ours vs LCE differences instead of failing on them")
+    ap.add_argument("--inter_op", type=int, default=1,
+                    help="TF inter-op threads in every child (0: as many as intra-op). 1: a batch-1 "
+                         "graph is a chain of ops, and an idle second inter-op thread only spins "
+                         "against the intra-op ones")
     ap.add_argument("--child-threads", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--lce-python", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -423,7 +427,7 @@ def main(argv=None):
         cmd = [sys.executable, os.path.abspath(__file__), "--child-threads", str(th),
                "--repeats", str(args.repeats), "--batches", args.batches, "--layers", args.layers,
                "--model-size", str(args.model_size), "--classes", str(args.classes),
-               "--min-sample-s", str(args.min_sample_s)]
+               "--min-sample-s", str(args.min_sample_s), "--inter_op", str(args.inter_op)]
         cmd += ["--skip-model"] * args.skip_model + ["--no-check-lce"] * args.no_check_lce
         cmd += ["--lce-python", lce_py] if lce_py else []
         r = subprocess.run(cmd, capture_output=True, text=True)

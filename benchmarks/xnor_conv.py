@@ -145,15 +145,16 @@ def measure_layers(batches=(1, 32), repeats=9, warmup=2, min_sample_s=0.02, laye
     return rows
 
 
-SPLIT_MODES = ("serial", "pixels", "auto")
+SPLIT_MODES = ("serial", "pixels", "tfpool", "auto")
 
 
 def measure_split(batch=1, repeats=9, warmup=2, min_sample_s=0.02, layers=None):
     """Batch-1 threading, side by side in one process: each layer's XNOR and
     binary-weight op with SKETCHTF_XNOR_SPLIT (read by the ops on every call)
     = "serial" (the whole op on the calling thread: the one-thread baseline),
-    "pixels" (TF cost-model sharding, the rule before the batch-1 split) and
-    "auto" (equal shards: filter chunks for XNOR, tile runs for binary weight),
+    "pixels" (TF cost-model sharding, the rule before the batch-1 split),
+    "tfpool" (equal shards, one per thread, run on TF's intra-op pool) and
+    "auto" (the same shards on the spinning helpers of ops/fork_join.h),
     interleaved within every repeat. Returns {layer: {op: {mode: seconds}}}."""
     out = {}
     old = os.environ.get("SKETCHTF_XNOR_SPLIT")
@@ -292,6 +293,9 @@ def main(argv=None):
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--layers", default="", help="comma list, e.g. L2,L4 (default all)")
     ap.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0 = TF default)")
+    ap.add_argument("--inter_op", type=int, default=1,
+                    help="TF inter-op threads (0 = TF default). 1: the ops here run one at a time, and "
+                         "an idle second inter-op thread only spins against the intra-op ones")
     ap.add_argument("--model-size", type=int, default=225, help="whole-model input side (px)")
     ap.add_argument("--classes", type=int, default=250, help="whole-model classes (250: TU-Berlin)")
     ap.add_argument("--model-repeats", type=int, default=21)
@@ -308,7 +312,8 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")  # one tf.function per variant: retracing notices are noise
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     batches = tuple(int(b) for b in args.batches.split(","))
     layers = [s for s in args.layers.split(",") if s]
 
@@ -318,17 +323,18 @@ def main(argv=None):
         sp = measure_split(1, args.repeats, layers=layers)
         print(f"batch-1 threading, path {path}, TF intra-op threads: {threads}; {args.clock} clock, "
               f"median of {args.repeats}, modes interleaved; speedup = serial / mode")
-        print(f"{'layer':5} {'op':4} {'serial ms':>9} {'pixels ms':>9} {'auto ms':>9}"
-              f" {'pixels x':>8} {'auto x':>7}")
+        modes = SPLIT_MODES[1:]
+        print(f"{'layer':5} {'op':4} {'serial ms':>9}" + "".join(f" {m + ' ms':>9}" for m in modes)
+              + "".join(f" {m + ' x':>8}" for m in modes))
         res = {}
         for name, ops in sp.items():
             for op, t in ops.items():
-                print(f"{name:5} {op:4} {t['serial']*1e3:9.3f} {t['pixels']*1e3:9.3f}"
-                      f" {t['auto']*1e3:9.3f} {t['serial']/t['pixels']:8.2f} {t['serial']/t['auto']:7.2f}")
+                print(f"{name:5} {op:4} {t['serial']*1e3:9.3f}" + "".join(f" {t[m]*1e3:9.3f}" for m in modes)
+                      + "".join(f" {t['serial']/t[m]:8.2f}" for m in modes))
         for op in ("xnor", "bw"):
             tot = {m: sum(sp[n][op][m] for n in sp) for m in SPLIT_MODES}
-            res[f"{op}_b1_speedup_pixels"] = round(tot["serial"] / tot["pixels"], 2)
-            res[f"{op}_b1_speedup_auto"] = round(tot["serial"] / tot["auto"], 2)
+            for m in modes:
+                res[f"{op}_b1_speedup_{m}"] = round(tot["serial"] / tot[m], 2)
             res[f"{op}_b1_ms"] = {m: round(v * 1e3, 3) for m, v in tot.items()}
         res.update(path=path, threads=threads, clock=args.clock,
                    loadavg_1min=round(os.getloadavg()[0], 2))

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "fork_join.h"
 #include "op_common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -69,16 +70,15 @@ void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
     kern.conv_tiles(a, 0, tiles);
     return;
   }
-  if (!legacy && ochunks == 1 && threads > 1 && tiles < 16 * threads) {
+  if (!legacy && ochunks == 1 && threads > 1 && tiles * cost < (int64_t{1} << 27)) {
     // Small outputs (batch 1): exactly one contiguous run of tiles per thread,
     // sizes differing by at most one tile (the cost model's blocks could leave
     // one thread a block more). Threads beyond the tile count get nothing.
+    // On the spinning helpers of fork_join.h (=tfpool: on TF's pool).
     const int64_t shards = std::min(threads, tiles);
-    tensorflow::Shard(threads, pool->workers, shards, cost * CeilDiv(tiles, shards),
-                      [&](int64_t begin, int64_t end) {
-                        for (int64_t s = begin; s < end; ++s)
-                          kern.conv_tiles(a, s * tiles / shards, (s + 1) * tiles / shards);
-                      });
+    RunShards(ctx, shards, cost * CeilDiv(tiles, shards), [&](int64_t s) {
+      kern.conv_tiles(a, s * tiles / shards, (s + 1) * tiles / shards);
+    });
     return;
   }
   tensorflow::Shard(threads, pool->workers, tiles * ochunks, cost,
@@ -131,12 +131,9 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tenso
       kern.conv_rows(a, 0, a.out_c);
       return;
     }
-    tensorflow::Shard(threads, pool->workers, shards, per * taps * a.words * 64,
-                      [&](int64_t begin, int64_t end) {
-                        for (int64_t s = begin; s < end; ++s)
-                          kern.conv_rows(a, std::min(a.out_c, s * per),
-                                         std::min(a.out_c, (s + 1) * per));
-                      });
+    RunShards(ctx, shards, per * taps * a.words * 64, [&](int64_t s) {
+      kern.conv_rows(a, std::min(a.out_c, s * per), std::min(a.out_c, (s + 1) * per));
+    });
     return;
   }
   const std::vector<uint64_t> w = LookupWeights(f, a.out_c, taps, a.words, a.in_c);

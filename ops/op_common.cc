@@ -49,6 +49,7 @@ SplitModeT SplitMode() {
   if (std::strcmp(env, "pixels") == 0) return SplitModeT::kPixels;
   if (std::strcmp(env, "filters") == 0) return SplitModeT::kFilters;
   if (std::strcmp(env, "serial") == 0) return SplitModeT::kSerial;
+  if (std::strcmp(env, "tfpool") == 0) return SplitModeT::kTfPool;
   return SplitModeT::kAuto;
 }
 

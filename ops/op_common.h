@@ -55,9 +55,11 @@ absl::Status ConvOutDim(tensorflow::shape_inference::InferenceContext* c,
 // SKETCHTF_XNOR_SPLIT, read on every call (for measurements and tests): how
 // the ops split batch-1 work over threads. "pixels": TF's cost-model sharding;
 // "filters": XnorConv2D's filter split whenever there are 2+ threads; "serial":
-// the whole op on the calling thread; unset, "auto" or anything else: each
-// op's own rule (xnor_conv_op.cc, binary_weight_op.cc).
-enum class SplitModeT { kAuto, kPixels, kFilters, kSerial };
+// the whole op on the calling thread; "tfpool": each op's own rule, but its
+// batch-1 shards run on TF's intra-op pool instead of the spinning helpers of
+// fork_join.h (the baseline they replaced); unset, "auto" or anything else:
+// each op's own rule (xnor_conv_op.cc, binary_weight_op.cc).
+enum class SplitModeT { kAuto, kPixels, kFilters, kSerial, kTfPool };
 SplitModeT SplitMode();
 
 // Mask of the valid bits in the last word of an in_channels-bit row.

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <vector>
 
+#include "fork_join.h"
 #include "op_common.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -100,7 +101,18 @@ class BitpackChannelsOp : public OpKernel {
     const float* src = x.flat<float>().data();
     uint64_t* dst = reinterpret_cast<uint64_t*>(out->flat<int64_t>().data());
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(pool->num_threads, pool->workers, rows, 2 * c,
+    const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
+    if (x.NumElements() < (int64_t{1} << 22)) {
+      // Batch-1 activations (tens of microseconds): equal row runs, one per
+      // thread, on the spinning helpers (fork_join.h); tiny ones inline.
+      const int64_t shards = x.NumElements() < (int64_t{1} << 14) ? 1 : std::min(threads, rows);
+      RunShards(ctx, shards, CeilDiv(rows, shards) * 2 * c, [&](int64_t s) {
+        const int64_t begin = s * rows / shards, end = (s + 1) * rows / shards;
+        k.bitpack(src + begin * c, end - begin, c, dst + begin * words);
+      });
+      return;
+    }
+    tensorflow::Shard(threads, pool->workers, rows, 2 * c,
                       [&](int64_t begin, int64_t end) {
                         k.bitpack(src + begin * c, end - begin, c, dst + begin * words);
                       });
@@ -182,24 +194,25 @@ The integer core of SketchtfXnorConv2D: [B, OH, OW, O] int32 equal to
 tf.nn.conv2d(sign(x), sign(w)) with zero padding, exactly.
 )doc");
 
-// How XnorConv2D splits its work over threads. Large outputs: pixel units,
-// sharded by TF's cost model. Small ones (fewer than 4 units per thread, i.e.
-// batch 1 on these layers) with enough filters: `threads` chunks of filters,
-// each a multiple of kFilterAlign (the AVX-512 layout's group of 8, and the
-// AVX2 epilogue's width), all pixels each: equal work per thread.
+// How XnorConv2D splits its work over threads (the dispatch is in Compute).
+// Large outputs: 36-pixel units, sharded by TF's cost model. Small ones: one
+// equal shard per thread; with fewer than 4 blocks of pixels per thread and
+// enough filters (L3-L7 at batch 1), `threads` chunks of filters, each a multiple of kFilterAlign (the AVX-512 layout's group of 8,
+// and the AVX2 epilogue's width), all pixels each.
 // SKETCHTF_XNOR_SPLIT (read on every call; for measurements and tests):
-// "pixels" forces the pixel sharding (the rule before filter splits existed),
-// "filters" the filter split whenever there are 2+ threads, "serial" runs the
-// whole op on the calling thread (a one-thread baseline in the same process);
-// unset or "auto" is the rule above.
+// "pixels" forces TF's cost-model sharding (the rule before batch-1 splits
+// existed), "filters" the filter split whenever there are 2+ threads, "serial"
+// runs the whole op on the calling thread (a one-thread baseline in the same
+// process), "tfpool" the rule above with the shards on TF's pool; unset or
+// "auto" is the rule above.
 constexpr int64_t kFilterAlign = 8;
 struct XnorSplit {
   int64_t filter_chunks = 1, chunk = 0;
 };
-XnorSplit PlanXnorSplit(int64_t units, int64_t oc, int64_t threads, SplitModeT mode) {
+XnorSplit PlanXnorSplit(int64_t blocks, int64_t oc, int64_t threads, SplitModeT mode) {
   XnorSplit s;
   if (threads <= 1 || mode == SplitModeT::kPixels || mode == SplitModeT::kSerial) return s;
-  if (mode == SplitModeT::kAuto && (units >= 4 * threads || oc < kFilterAlign * threads)) return s;
+  if (mode != SplitModeT::kFilters && (blocks >= 4 * threads || oc < kFilterAlign * threads)) return s;
   s.chunk = CeilDiv(CeilDiv(oc, threads), kFilterAlign) * kFilterAlign;
   s.filter_chunks = CeilDiv(oc, s.chunk);
   return s;
@@ -341,36 +354,39 @@ class XnorConvOp : public OpKernel {
 
     const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(x.flat<int64_t>().data());
     const int64_t out_h = wh.out, out_w = ww.out;
-    // Output pixels per unit of work: 36 (a multiple of the kernels' 2-, 3- and
-    // 4-pixel register blocks), smaller for small outputs so that every
-    // thread gets about 4 equal units.
+    // Output pixels per block: at most 36 (a multiple of the kernels' 2-, 3-
+    // and 4-pixel register blocks). Large outputs (batch 32): 36-pixel units on
+    // TF's pool, its cost model balancing them. Small ones (batch 1, under
+    // kSmallWork word pairs): exactly one equal shard per thread on the spinning
+    // helpers (fork_join.h): a run of pixels each, or, when there are too few
+    // pixels, all pixels against one chunk of filters each (PlanXnorSplit).
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
     constexpr int64_t kMaxBlock = 36;
+    constexpr int64_t kSmallWork = int64_t{32} << 20;
     const int64_t threads = std::max(1, pool->num_threads);
-    const int64_t pix_block = std::clamp<int64_t>(
-        CeilDiv(CeilDiv(npix_total, 4 * threads), 6) * 6, 6, kMaxBlock);
     const SplitModeT mode = SplitMode();
-    const XnorSplit split = PlanXnorSplit(CeilDiv(npix_total, pix_block), oc, threads, mode);
-    const bool serial = mode == SplitModeT::kSerial;
-    // A filter split (or a serial run) has all pixels in each shard: full-size pixel blocks.
-    const int64_t kBlock = split.filter_chunks > 1 || serial ? kMaxBlock : pix_block;
-    const int64_t units = CeilDiv(npix_total, kBlock);
-    // Pixel units [u_begin, u_end) against filters [o0, o1) (o0 a multiple of
+    const bool serial = mode == SplitModeT::kSerial || threads <= 1;
+    const bool small = npix_total * oc * kp < kSmallWork && mode != SplitModeT::kPixels;
+    const XnorSplit split =
+        PlanXnorSplit(CeilDiv(npix_total, kMaxBlock), oc, threads, mode);
+    // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
     // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
-    // kernel's layout).
-    auto compute = [&](int64_t u_begin, int64_t u_end, int64_t o0, int64_t o1) {
+    // kernel's layout), in blocks of about equal size, at most kMaxBlock.
+    auto compute = [&](int64_t p_begin, int64_t p_end, int64_t o0, int64_t o1) {
       const int64_t noc = o1 - o0;
+      const int64_t n = p_end - p_begin;
+      if (n <= 0 || noc <= 0) return;
+      const int64_t block = std::min(kMaxBlock, CeilDiv(CeilDiv(n, CeilDiv(n, kMaxBlock)), 6) * 6);
       const uint64_t* fsub = fprep.data() + kern.filter_words(o0, kp);
-      std::vector<uint64_t> patches(kBlock * kp);
-      std::vector<uint64_t> scratch(kern.scratch_words(kBlock, kp) + 8);
-      std::vector<int32_t> pc(kBlock * noc);
+      std::vector<uint64_t> patches(block * kp);
+      std::vector<uint64_t> scratch(kern.scratch_words(block, kp) + 8);
+      std::vector<int32_t> pc(block * noc);
       std::vector<int32_t> corr(noc);
       struct Valid {
         int64_t h0, h1, w0, w1;
       } valid[kMaxBlock];
-      for (int64_t u = u_begin; u < u_end; ++u) {
-        const int64_t p0 = u * kBlock;
-        const int64_t np = std::min(kBlock, npix_total - p0);
+      for (int64_t p0 = p_begin; p0 < p_end; p0 += block) {
+        const int64_t np = std::min(block, p_end - p0);
         // im2col of packed words; taps in the padding are zero words.
         for (int64_t i = 0; i < np; ++i) {
           const int64_t p = p0 + i;
@@ -426,23 +442,24 @@ class XnorConvOp : public OpKernel {
         }
       }
     };
-    // Cost in cycles per unit: roughly one cycle per word pair on AVX2.
-    const int64_t unit_cost = kBlock * oc * kp;
+    // Cost in cycles: roughly one cycle per word pair on AVX2.
     if (serial) {
-      compute(0, units, 0, oc);
-    } else if (split.filter_chunks <= 1) {
-      tensorflow::Shard(threads, pool->workers, units, unit_cost,
-                        [&](int64_t begin, int64_t end) { compute(begin, end, 0, oc); });
+      compute(0, npix_total, 0, oc);
+    } else if (split.filter_chunks > 1) {
+      RunShards(ctx, split.filter_chunks, npix_total * split.chunk * kp, [&](int64_t f) {
+        const int64_t o0 = f * split.chunk;
+        compute(0, npix_total, o0, std::min(oc, o0 + split.chunk));
+      });
+    } else if (small) {
+      const int64_t shards = std::min(threads, npix_total);
+      RunShards(ctx, shards, CeilDiv(npix_total, shards) * oc * kp, [&](int64_t s) {
+        compute(s * npix_total / shards, (s + 1) * npix_total / shards, 0, oc);
+      });
     } else {
-      // Small outputs (batch 1): exactly `threads` equal shards, each all pixel
-      // units against one contiguous chunk of filters (so no thread waits on a
-      // pixel block's rounding, and each streams only its filters).
-      tensorflow::Shard(threads, pool->workers, split.filter_chunks, unit_cost * units,
+      const int64_t units = CeilDiv(npix_total, kMaxBlock);
+      tensorflow::Shard(threads, pool->workers, units, kMaxBlock * oc * kp,
                         [&](int64_t begin, int64_t end) {
-                          for (int64_t f = begin; f < end; ++f) {
-                            const int64_t o0 = f * split.chunk;
-                            compute(0, units, o0, std::min(oc, o0 + split.chunk));
-                          }
+                          compute(begin * kMaxBlock, std::min(npix_total, end * kMaxBlock), 0, oc);
                         });
     }
   }

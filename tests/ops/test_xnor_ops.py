@@ -371,7 +371,7 @@ cases = [(1, 3, 3, 65, 9, 3, 1, "VALID"),    # one output pixel, 2 filter groups
          (1, 7, 7, 70, 45, 7, 1, "VALID")]  # one pixel, 45 filters: rows split
 rng = np.random.default_rng(threads)
 n = 0
-for mode in ("auto", "filters", "pixels", "serial"):
+for mode in ("auto", "filters", "pixels", "serial", "tfpool"):
     os.environ["SKETCHTF_XNOR_SPLIT"] = mode  # read by the ops on every call
     for path in xnor.available_paths():
         for b, h, w, cin, cout, k, s, pad in cases:
@@ -389,17 +389,43 @@ for mode in ("auto", "filters", "pixels", "serial"):
             ref = tf.nn.conv2d(x, sign(wt), s, pad).numpy() * alpha + bias
             np.testing.assert_allclose(bw, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
             n += 1
+# Ops on several Python threads at once: one holds the spinning helpers
+# (ops/fork_join.cc), the others fall back to TF's pool; all must be exact.
+import threading
+os.environ["SKETCHTF_XNOR_SPLIT"] = "auto"
+x = rng.standard_normal((1, 15, 15, 128)).astype(np.float32)
+wt = rng.standard_normal((3, 3, 128, 64)).astype(np.float32)
+xp, fp = xnor.bitpack_channels(x), xnor.pack_filter(wt)
+dot = tf.nn.conv2d(sign(x), sign(wt), 1, "SAME").numpy()
+ones = np.ones(64, np.float32)
+bad = []
+def worker():
+    for _ in range(30):
+        if not (xnor.xnor_conv2d_dot(xp, fp, 128, 1, "SAME").numpy() == dot).all():
+            bad.append("dot")
+        bw = xnor.binary_weight_conv2d(x, fp, ones, 0 * ones, 1, "SAME").numpy()
+        if not np.allclose(bw, tf.nn.conv2d(x, sign(wt), 1, "SAME").numpy(), rtol=1e-4, atol=1e-3):
+            bad.append("bw")
+        if not (xnor.bitpack_channels(x).numpy() == xp.numpy()).all():
+            bad.append("bitpack")
+ts = [threading.Thread(target=worker) for _ in range(4)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+assert not bad, bad[:5]
 print("checked", n)
 """
 
 
 @pytest.mark.parametrize("threads", [3, 5])
 def test_batch1_split_over_threads_is_exact(threads, tmp_path):
-    """The batch-1 split (XNOR: equal chunks of filters per thread; binary weight:
-    one equal run of tiles per thread) against the plain-TF reference, with more
-    intra-op threads than output pixels / filter groups, forced on and off
-    (SKETCHTF_XNOR_SPLIT), on every path the CPU has. A fresh process: TF's
-    thread count is fixed once it starts."""
+    """The batch-1 split (XNOR: equal runs of pixels or chunks of filters per
+    thread; binary weight: one equal run of tiles per thread) against the
+    plain-TF reference, with more intra-op threads than output pixels / filter
+    groups, forced on and off (SKETCHTF_XNOR_SPLIT), on the spinning helpers and
+    on TF's pool (tfpool), on every path the CPU has, then from 4 Python threads
+    at once. A fresh process: TF's thread count is fixed once it starts."""
     import os
     import subprocess
     import sys
@@ -409,7 +435,7 @@ def test_batch1_split_over_threads_is_exact(threads, tmp_path):
     r = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT, str(threads)], capture_output=True,
                        text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert f"checked {4 * 6 * len(xnor.available_paths())}" in r.stdout
+    assert f"checked {5 * 6 * len(xnor.available_paths())}" in r.stdout
 
 
 def test_prepared_filter_cache_follows_the_filter_words(path):

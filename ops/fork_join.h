@@ -1,0 +1,37 @@
+// Low-latency fork-join for batch-1 work: a few equal shards, one per thread.
+//
+// A batch-1 layer here is 0.05-0.3 ms of work. Through TF's intra-op pool
+// (tensorflow::Shard -> Eigen parallelFor) the calling thread blocks on a
+// barrier and is woken by the OS when the other shard ends, and a sleeping pool
+// thread is woken the same way: tens of microseconds per op, about what the
+// second thread saves (issue 17: 2 threads ran XNOR layers at 0.9-1.2x one).
+// This pool does what mobile inference runtimes (pthreadpool, ruy) do instead:
+// helpers spin on an atomic generation for a short while after each job, so the
+// back-to-back ops of one forward pass find them awake, and the caller spins on
+// a done counter; idle helpers then sleep on a condition variable.
+#ifndef SKETCHTF_OPS_FORK_JOIN_H_
+#define SKETCHTF_OPS_FORK_JOIN_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace sketchtf {
+
+// Runs fn(s) for every s in [0, shards): s = 0 on the calling thread, the rest
+// on spinning helpers, one shard each (static and equal by the caller's plan).
+// Falls back to TF's intra-op pool (tensorflow::Shard, cost_per_shard cycles a
+// shard) when SKETCHTF_XNOR_SPLIT=tfpool (the side-by-side baseline) or while
+// another op holds the helpers (concurrent inter-op work).
+void RunShards(tensorflow::OpKernelContext* ctx, int64_t shards, int64_t cost_per_shard,
+               const std::function<void(int64_t)>& fn);
+
+// How long (microseconds) an idle helper spins before it sleeps:
+// SKETCHTF_SPIN_US, default 200 (a forward pass's gap between two ops is
+// 5-50 us; a helper left over after the last op burns at most this much).
+int64_t SpinMicros();
+
+}  // namespace sketchtf
+
+#endif  // SKETCHTF_OPS_FORK_JOIN_H_
