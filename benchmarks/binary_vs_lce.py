@@ -344,6 +344,12 @@ def child(args):
             samples = {v: [] for v in vs}
             for _ in range(args.repeats):
                 for v, t in timers.items():
+                    # Untimed calls first: every engine's threads spin for a while after
+                    # their work (ruy's, XNNPACK's pthreadpool, ours), and on 2 cores the
+                    # next variant would share them with the previous one's spinners. (An
+                    # idle pause instead made the next calls of every variant slower here:
+                    # cores left idle come back slowly on this VM.)
+                    t(max(1, calls[v] // 4))
                     samples[v].append(t(calls[v]))
             results[case] = {v: float(np.median(s)) for v, s in samples.items()}
         if worker:

@@ -1,10 +1,13 @@
 // The spinning fork-join pool behind RunShards (see fork_join.h for why).
 //
 // Protocol: each helper owns a slot. The caller (holding the pool's job lock)
-// writes a slot's fn, then publishes a new ticket in it; the helper runs its
-// shard and stores the ticket in `done`. A slot is written only while its
-// helper is idle (the caller waited for its previous `done`), so the helpers
-// share nothing with each other and no shard can run twice.
+// writes a slot's fn and shard, marks it unclaimed for the new ticket t
+// (claim = 2t), then publishes t. Whoever moves claim 2t -> 2t+1 first runs
+// the shard: the helper when it sees t, or the caller itself once its own
+// shard is done (a helper the OS has not run yet, or one asleep, costs one
+// shard's time on the caller, never a stall). A stale helper cannot claim: the
+// claim word holds only the current ticket. A slot is rewritten only after its
+// `done` reached t, so no shard runs twice and helpers share nothing.
 #include "fork_join.h"
 
 #include <unistd.h>
@@ -34,6 +37,7 @@ using Clock = std::chrono::steady_clock;
 
 struct alignas(64) Slot {
   std::atomic<uint64_t> ticket{0};
+  std::atomic<uint64_t> claim{1};  // 2t: ticket t unclaimed, 2t+1: claimed
   std::atomic<uint64_t> done{0};
   const std::function<void(int64_t)>* fn = nullptr;
   int64_t shard = 0;
@@ -60,6 +64,7 @@ class SpinPool {
     for (int64_t i = 0; i < helpers; ++i) {
       slots_[i]->fn = &fn;
       slots_[i]->shard = i + 1;
+      slots_[i]->claim.store(2 * ticket, std::memory_order_seq_cst);
       slots_[i]->ticket.store(ticket, std::memory_order_seq_cst);
     }
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
@@ -68,7 +73,14 @@ class SpinPool {
     }
     fn(0);
     for (int64_t i = 0; i < helpers; ++i) {
-      // A helper the OS descheduled may take long: stop hogging the core after 1 ms.
+      if (Claim(slots_[i], ticket)) {  // its helper has not started: run it here
+        fn(i + 1);
+        slots_[i]->done.store(ticket, std::memory_order_release);
+      }
+    }
+    for (int64_t i = 0; i < helpers; ++i) {
+      // A claimed shard is running on its helper; should the OS deschedule
+      // it, stop hogging the core after 1 ms.
       const Clock::time_point t0 = Clock::now();
       for (uint32_t n = 1; slots_[i]->done.load(std::memory_order_acquire) != ticket; ++n) {
         SKETCHTF_PAUSE();
@@ -80,6 +92,11 @@ class SpinPool {
   }
 
  private:
+  static bool Claim(Slot* s, uint64_t ticket) {
+    uint64_t expected = 2 * ticket;
+    return s->claim.compare_exchange_strong(expected, 2 * ticket + 1, std::memory_order_acq_rel);
+  }
+
   void Loop(Slot* s) {
     const std::chrono::microseconds spin(SpinMicros());
     uint64_t seen = 0;
@@ -99,8 +116,10 @@ class SpinPool {
         }
       }
       seen = t;
-      (*s->fn)(s->shard);
-      s->done.store(t, std::memory_order_release);
+      if (Claim(s, t)) {
+        (*s->fn)(s->shard);
+        s->done.store(t, std::memory_order_release);
+      }
     }
   }
 
@@ -135,8 +154,8 @@ void RunShards(tensorflow::OpKernelContext* ctx, int64_t shards, int64_t cost_pe
     if (shards == 1) fn(0);
     return;
   }
-  if (SplitMode() != SplitModeT::kTfPool && Pool().TryRun(shards, fn)) return;
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+  if (SplitMode() != SplitModeT::kTfPool && Pool().TryRun(shards, fn)) return;
   tensorflow::Shard(pool->num_threads, pool->workers, shards,
                     cost_per_shard, [&](int64_t begin, int64_t end) {
                       for (int64_t s = begin; s < end; ++s) fn(s);
