@@ -5,7 +5,7 @@ that `python -m sketchtf.ops.build` works before the library exists.
 """
 _XNOR_API = (
     "OpsNotBuiltError", "load_ops", "cpu_features", "available_paths", "popcount_roofline",
-    "bitpack_channels",
+    "bitpack_channels", "norm_bitpack",
     "pack_filter", "pack_dense", "unpack_bits", "xnor_conv2d", "xnor_conv2d_dot",
     "binary_weight_conv2d", "binary_weight_dense",
 )

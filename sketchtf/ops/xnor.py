@@ -111,6 +111,16 @@ def bitpack_channels(x, path="auto"):
         tf.convert_to_tensor(x, tf.float32), path=_check_path(path))
 
 
+def norm_bitpack(x, scale, offset, pool_size=1, pool_stride=1):
+    """Packed signs of `max_pool(x) * scale + offset` (per channel; the pool is
+    VALID, square, optional): the float steps in front of an XNOR layer (max
+    pool -> inference BatchNorm -> sign) as one op. Same bit layout as
+    `bitpack_channels`: 1 = negative or NaN."""
+    return load_ops().sketchtf_norm_bitpack(
+        tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(scale, tf.float32),
+        tf.convert_to_tensor(offset, tf.float32), pool_size=int(pool_size), pool_stride=int(pool_stride))
+
+
 def pack_filter(w, path="auto"):
     """Conv kernel [KH, KW, Cin, O] -> packed [O, KH, KW, ceil(Cin/64)] int64."""
     w = tf.convert_to_tensor(w, tf.float32)

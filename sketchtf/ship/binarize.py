@@ -192,6 +192,22 @@ class _BinaryStep(tf.Module):
             x = tf.reshape(x, [-1, 1, 1, c["in_channels"]])
         return x, c
 
+    @property
+    def takes_signs(self):
+        """XNOR steps without XNOR-Net's K see their input only through its signs."""
+        return self.kind in ("xnor_conv2d", "xnor_dense") and not self.config.get("input_scaling")
+
+    def from_bits(self, bits):
+        """An XNOR step on input signs already packed (`xnor.norm_bitpack`)."""
+        c = self.config
+        if self.kind == "xnor_dense":
+            bits = tf.reshape(bits, [-1, 1, 1, bits.shape[-1]])
+        y = xnor.xnor_conv2d(bits, self.weights, self.alpha, self.bias, c["in_channels"],
+                             c.get("strides", [1, 1]), c.get("padding", "VALID"), fused_relu=self.fused_relu)
+        if self.kind == "xnor_dense":
+            y = tf.reshape(y, [-1, c["units"]])
+        return self.after(y) if self.after is not None else y
+
     def __call__(self, x):
         c = self.config
         if self.kind == "binary_weight_conv2d":
@@ -237,6 +253,60 @@ class _KerasStep(tf.Module):
         return self.layer(x, training=False)
 
 
+class _NormSignStep:
+    """[max pool ->] inference BatchNorm -> XNOR step, with the float steps in
+    front run as one `xnor.norm_bitpack` op on the packed signs (they are all
+    the XNOR step reads). Built by `_fuse_steps` for `PackedModel.forward`."""
+
+    def __init__(self, pool, bn, xnor_step):
+        self.pool_size, self.pool_stride = (pool.pool_size[0], pool.strides[0]) if pool else (1, 1)
+        inv = tf.math.rsqrt(bn.moving_variance + bn.epsilon)
+        if bn.scale:
+            inv = inv * bn.gamma
+        offset = -bn.moving_mean * inv
+        if bn.center:
+            offset = offset + bn.beta
+        self.scale, self.offset = tf.constant(inv.numpy()), tf.constant(offset.numpy())
+        self.xnor_step = xnor_step
+
+    def __call__(self, x):
+        bits = xnor.norm_bitpack(x, self.scale, self.offset, self.pool_size, self.pool_stride)
+        return self.xnor_step.from_bits(bits)
+
+
+def _fusable_pool(layer):
+    return (isinstance(layer, keras.layers.MaxPooling2D) and layer.padding == "valid"
+            and layer.data_format == "channels_last" and len(set(layer.pool_size)) == 1
+            and len(set(layer.strides)) == 1)
+
+
+def _fusable_bn(layer):
+    """A built inference BatchNormalization over the last axis only."""
+    if not isinstance(layer, keras.layers.BatchNormalization) or len(layer.axis) != 1:
+        return False
+    ndim = getattr(layer.input_spec, "ndim", None)
+    return ndim is not None and layer.axis[0] in (-1, ndim - 1)
+
+
+def _fuse_steps(steps):
+    """The steps `forward` runs: [max pool ->] BatchNorm -> XNOR (no K) as one
+    `_NormSignStep`; everything else as it is. `intermediates` keeps the steps."""
+    plan, i = [], 0
+    keras_layer = lambda k: getattr(steps[k], "layer", None) if k < len(steps) else None  # noqa: E731
+    while i < len(steps):
+        pool = keras_layer(i) if _fusable_pool(keras_layer(i)) else None
+        j = i + (pool is not None)
+        bn = keras_layer(j)
+        nxt = steps[j + 1] if j + 1 < len(steps) else None
+        if _fusable_bn(bn) and getattr(nxt, "takes_signs", False):
+            plan.append(_NormSignStep(pool, bn, nxt))
+            i = j + 2
+        else:
+            plan.append(steps[i])
+            i += 1
+    return plan
+
+
 class PackedModel(tf.Module):
     """Inference model over packed layer entries; `packed(images) -> logits`.
 
@@ -265,6 +335,8 @@ class PackedModel(tf.Module):
             if shape is None:
                 shape = tf.TensorShape(self._probe_shape(len(self.steps) + 1, step))
             self.steps.append(step)
+        # Served path: the float steps in front of each XNOR layer fused (`_fuse_steps`).
+        self._plan = _Plain(_fuse_steps(self.steps))
         self.serve = tf.function(
             self.forward, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)])
 
@@ -287,7 +359,7 @@ class PackedModel(tf.Module):
         return self._class_names.value
 
     def forward(self, x):
-        for step in self.steps:
+        for step in self._plan.value:
             x = step(x)
         return x
 

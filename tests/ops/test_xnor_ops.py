@@ -352,6 +352,43 @@ def test_popcount_roofline_keeps_its_old_call_form():
         xnor.popcount_roofline("auto", kind="cache")
 
 
+# ------------------------------------------------------------ norm_bitpack --
+def _np_norm_bitpack(x, scale, offset, pool, stride):
+    if pool > 1:
+        b, h, w, c = x.shape
+        oh, ow = (h - pool) // stride + 1, (w - pool) // stride + 1
+        m = np.full((b, oh, ow, c), -np.inf, np.float32)
+        for i in range(pool):
+            for j in range(pool):
+                m = np.maximum(m, x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride])
+        x = m
+    prod = (x * scale).astype(np.float32)  # two roundings, as TF's mul and add
+    return np_bitpack((prod + offset).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape,pool,stride", [((2, 9, 11, 70), 3, 2), ((1, 35, 35, 96), 3, 2),
+                                               ((1, 15, 15, 256), 1, 1), ((3, 130), 1, 1),
+                                               ((1, 8, 8, 5), 2, 2)])
+def test_norm_bitpack_matches_pool_affine_sign(shape, pool, stride):
+    rng = np.random.default_rng(sum(shape))
+    x = random_input(rng, shape)
+    x.reshape(-1)[::7] = 0.0   # exact zeros, as after a ReLU
+    x.reshape(-1)[3] = np.nan  # NaN packs as negative
+    c = shape[-1]
+    scale = rng.uniform(-2, 2, c).astype(np.float32)  # negative scales flip the threshold
+    offset = rng.standard_normal(c).astype(np.float32)
+    got = xnor.norm_bitpack(x, scale, offset, pool, stride).numpy()
+    np.testing.assert_array_equal(got, _np_norm_bitpack(x, scale, offset, pool, stride))
+
+
+def test_norm_bitpack_rejects_bad_inputs():
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"scale and offset must be \[3\]"):
+        xnor.norm_bitpack(x, np.ones(4, np.float32), np.zeros(3, np.float32))
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="pool"):
+        xnor.norm_bitpack(np.zeros((5, 3), np.float32), np.ones(3, np.float32), np.zeros(3, np.float32), 3, 2)
+
+
 # ------------------------------------------------- work split over threads --
 _SPLIT_SCRIPT = r"""
 import os, sys

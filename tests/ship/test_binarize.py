@@ -52,6 +52,12 @@ def xnor_run():
     return _trained("sketchanet_xnor", "smoke,input_scaling")
 
 
+@pytest.fixture(scope="module")
+def xnor_plain_run():
+    """XNOR without K: what the packed model serves through norm_bitpack."""
+    return _trained("sketchanet_xnor", "smoke", steps=2)
+
+
 def _layer_inputs(model, names, images):
     probe = keras.Model(model.input, [model.get_layer(n).input for n in names])
     outs = probe(images, training=False)
@@ -107,6 +113,29 @@ def test_xnor_model_matches_float_simulation(xnor_run):
     assert all(e["kind"] == "xnor_conv2d" for e in packed.entries if e["config"]["name"] in BINARY)
     assert all(e["config"]["input_scaling"] for e in packed.entries if e["kind"] == "xnor_conv2d")
     _check_layers_and_logits(model, packed, images, BINARY)
+
+
+def test_served_xnor_model_fuses_pool_norm_sign_exactly(xnor_plain_run):
+    """Without K, the packed XNOR model serves [pool ->] BN -> sign -> L2..L7 as one
+    norm_bitpack op per layer: logits equal the unfused steps' exactly, and the
+    Keras model's within float tolerance. With K (xnor_run) nothing is fused."""
+    model, _, _, images = xnor_plain_run
+    packed = binarize.pack_model(model)
+    fused = [s for s in packed._plan.value if isinstance(s, binarize._NormSignStep)]
+    assert [s.xnor_step.config["name"] for s in fused] == BINARY
+    assert [s.pool_size for s in fused] == [3, 3, 1, 1, 3, 1]  # pool1, pool2, pool5 in front
+    y = tf.convert_to_tensor(images)
+    for step in packed.steps:
+        y = step(y)
+    got = packed(images).numpy()
+    np.testing.assert_array_equal(got, y.numpy())
+    want = model(images, training=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-6)
+
+
+def test_xnor_input_scaling_is_not_fused(xnor_run):
+    packed = binarize.pack_model(xnor_run[0])
+    assert packed._plan.value == packed.steps
 
 
 def test_file_round_trip_and_header(binary_run, xnor_run, tmp_path):
@@ -266,14 +295,15 @@ print("loaded", len(out))
 """
 
 
-def test_saved_model_export_runs_in_a_fresh_process(binary_run, xnor_run, tmp_path):
+def test_saved_model_export_runs_in_a_fresh_process(binary_run, xnor_run, xnor_plain_run, tmp_path):
     """export_saved_model writes a SavedModel whose graph calls the C++ ops; a new
     Python process (no Keras model, no .sktb) registers them and gets the same logits."""
     paths, want = [], []
     images = np.asarray(xnor_run[3])
-    for model, _, class_names, _ in (xnor_run, binary_run):  # XNOR (+K) and binary-weight
+    # XNOR (+K), XNOR served through norm_bitpack, binary weight
+    for i, (model, _, class_names, _) in enumerate((xnor_run, xnor_plain_run, binary_run)):
         packed = binarize.pack_model(model, class_names)
-        path = str(tmp_path / f"{model.name}_saved" / "1")
+        path = str(tmp_path / f"{i}_{model.name}_saved" / "1")
         assert binarize.export_saved_model(packed, path) == path
         paths.append(path)
         want.append(packed(images).numpy())
