@@ -75,7 +75,7 @@ void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
     // sizes differing by at most one tile (the cost model's blocks could leave
     // one thread a block more). Threads beyond the tile count get nothing.
     // On the spinning helpers of fork_join.h (=tfpool: on TF's pool).
-    const int64_t shards = std::min(threads, tiles);
+    const int64_t shards = std::min(tiles, ShardsFor(threads, tiles * cost, int64_t{1} << 17));
     RunShards(ctx, shards, cost * CeilDiv(tiles, shards), [&](int64_t s) {
       kern.conv_tiles(a, s * tiles / shards, (s + 1) * tiles / shards);
     });
@@ -125,7 +125,8 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tenso
     a.filter_rows = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
     const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
-    const int64_t shards = std::min(threads, CeilDiv(a.out_c, 8));
+    const int64_t shards =
+        std::min(CeilDiv(a.out_c, 8), ShardsFor(threads, a.out_c * taps * a.words * 64, int64_t{1} << 17));
     const int64_t per = CeilDiv(CeilDiv(a.out_c, shards), 8) * 8;
     if (shards == 1) {
       kern.conv_rows(a, 0, a.out_c);

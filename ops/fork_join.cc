@@ -18,6 +18,7 @@
 #define SKETCHTF_PAUSE() std::this_thread::yield()
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -146,6 +147,12 @@ int64_t SpinMicros() {
     return static_cast<int64_t>(v >= 0 ? v : 200);
   }();
   return us;
+}
+
+int64_t ShardsFor(int64_t threads, int64_t work, int64_t min_work_per_shard) {
+  if (const char* env = std::getenv("SKETCHTF_MIN_SHARD_WORK")) min_work_per_shard = std::strtoll(env, nullptr, 10);
+  if (min_work_per_shard <= 0) return std::max<int64_t>(1, threads);
+  return std::max<int64_t>(1, std::min(threads, work / min_work_per_shard));
 }
 
 void RunShards(tensorflow::OpKernelContext* ctx, int64_t shards, int64_t cost_per_shard,

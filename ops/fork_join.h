@@ -27,6 +27,13 @@ namespace sketchtf {
 void RunShards(tensorflow::OpKernelContext* ctx, int64_t shards, int64_t cost_per_shard,
                const std::function<void(int64_t)>& fn);
 
+// Shards for `work` units on `threads` threads: at most one per
+// `min_work_per_shard` units (a shard must outweigh its ~1 us hand-off, also on
+// a many-core server with as many intra-op threads), at least one.
+// SKETCHTF_MIN_SHARD_WORK (read on every call; tests) replaces every minimum:
+// 0 gives each thread a shard however small the op.
+int64_t ShardsFor(int64_t threads, int64_t work, int64_t min_work_per_shard);
+
 // How long (microseconds) an idle helper spins before it sleeps:
 // SKETCHTF_SPIN_US, default 200 (a forward pass's gap between two ops is
 // 5-50 us; a helper left over after the last op burns at most this much).

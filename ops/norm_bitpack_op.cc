@@ -148,7 +148,7 @@ class NormBitpackOp : public OpKernel {
     const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
     // Tens of microseconds at batch 1: one equal run of rows per thread (fork_join.h), tiny maps inline.
     const int64_t work = rows * out_w * c * pool_ * pool_;
-    const int64_t shards = work < (int64_t{1} << 15) ? 1 : std::min(threads, rows);
+    const int64_t shards = std::min(rows, ShardsFor(threads, work, int64_t{1} << 15));
     RunShards(ctx, shards, CeilDiv(work, shards), [&](int64_t sh) {
       run_rows(sh * rows / shards, (sh + 1) * rows / shards);
     });

@@ -105,7 +105,7 @@ class BitpackChannelsOp : public OpKernel {
     if (x.NumElements() < (int64_t{1} << 22)) {
       // Batch-1 activations (tens of microseconds): equal row runs, one per
       // thread, on the spinning helpers (fork_join.h); tiny ones inline.
-      const int64_t shards = x.NumElements() < (int64_t{1} << 14) ? 1 : std::min(threads, rows);
+      const int64_t shards = std::min(rows, ShardsFor(threads, x.NumElements(), int64_t{1} << 14));
       RunShards(ctx, shards, CeilDiv(rows, shards) * 2 * c, [&](int64_t s) {
         const int64_t begin = s * rows / shards, end = (s + 1) * rows / shards;
         k.bitpack(src + begin * c, end - begin, c, dst + begin * words);
@@ -363,10 +363,13 @@ class XnorConvOp : public OpKernel {
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
     constexpr int64_t kMaxBlock = 36;
     constexpr int64_t kSmallWork = int64_t{32} << 20;
-    const int64_t threads = std::max(1, pool->num_threads);
     const SplitModeT mode = SplitMode();
-    const bool serial = mode == SplitModeT::kSerial || threads <= 1;
     const bool small = npix_total * oc * kp < kSmallWork && mode != SplitModeT::kPixels;
+    // Small outputs: no more shards than 2^15 word pairs (~1.5 us) each.
+    const int64_t threads = small ? ShardsFor(std::max(1, pool->num_threads), npix_total * oc * kp,
+                                              int64_t{1} << 15)
+                                  : std::max(1, pool->num_threads);
+    const bool serial = mode == SplitModeT::kSerial || threads <= 1;
     const XnorSplit split =
         PlanXnorSplit(CeilDiv(npix_total, kMaxBlock), oc, threads, mode);
     // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of

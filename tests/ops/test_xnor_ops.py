@@ -408,6 +408,7 @@ cases = [(1, 3, 3, 65, 9, 3, 1, "VALID"),    # one output pixel, 2 filter groups
          (1, 7, 7, 70, 45, 7, 1, "VALID")]  # one pixel, 45 filters: rows split
 rng = np.random.default_rng(threads)
 n = 0
+os.environ["SKETCHTF_MIN_SHARD_WORK"] = "0"  # split these tiny ops over every thread
 for mode in ("auto", "filters", "pixels", "serial", "tfpool"):
     os.environ["SKETCHTF_XNOR_SPLIT"] = mode  # read by the ops on every call
     for path in xnor.available_paths():
@@ -430,6 +431,7 @@ for mode in ("auto", "filters", "pixels", "serial", "tfpool"):
 # (ops/fork_join.cc), the others fall back to TF's pool; all must be exact.
 import threading
 os.environ["SKETCHTF_XNOR_SPLIT"] = "auto"
+del os.environ["SKETCHTF_MIN_SHARD_WORK"]  # the default minimum work per shard
 x = rng.standard_normal((1, 15, 15, 128)).astype(np.float32)
 wt = rng.standard_normal((3, 3, 128, 64)).astype(np.float32)
 xp, fp = xnor.bitpack_channels(x), xnor.pack_filter(wt)
@@ -460,9 +462,9 @@ def test_batch1_split_over_threads_is_exact(threads, tmp_path):
     """The batch-1 split (XNOR: equal runs of pixels or chunks of filters per
     thread; binary weight: one equal run of tiles per thread) against the
     plain-TF reference, with more intra-op threads than output pixels / filter
-    groups, forced on and off (SKETCHTF_XNOR_SPLIT), on the spinning helpers and
-    on TF's pool (tfpool), on every path the CPU has, then from 4 Python threads
-    at once. A fresh process: TF's thread count is fixed once it starts."""
+    groups (SKETCHTF_MIN_SHARD_WORK=0: a shard per thread however small), forced
+    on and off (SKETCHTF_XNOR_SPLIT), on the spinning helpers and on TF's pool
+    (tfpool), on every path the CPU has, then from 4 Python threads at once. A fresh process: TF's thread count is fixed once it starts."""
     import os
     import subprocess
     import sys
