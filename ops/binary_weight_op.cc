@@ -123,8 +123,7 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tenso
   const int64_t taps = a.k_h * a.k_w;
   if (a.batch * a.out_h * a.out_w <= kern.rows_max_positions) {
     a.filter_rows = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
+    const int64_t threads = OpThreads(ctx);
     const int64_t shards =
         std::min(CeilDiv(a.out_c, 8), ShardsFor(threads, a.out_c * taps * a.words * 64, int64_t{1} << 17));
     const int64_t per = CeilDiv(CeilDiv(a.out_c, shards), 8) * 8;

@@ -149,6 +149,11 @@ int64_t SpinMicros() {
   return us;
 }
 
+int64_t OpThreads(tensorflow::OpKernelContext* ctx) {
+  if (SplitMode() == SplitModeT::kSerial) return 1;
+  return std::max(1, ctx->device()->tensorflow_cpu_worker_threads()->num_threads);
+}
+
 int64_t ShardsFor(int64_t threads, int64_t work, int64_t min_work_per_shard) {
   if (const char* env = std::getenv("SKETCHTF_MIN_SHARD_WORK")) min_work_per_shard = std::strtoll(env, nullptr, 10);
   if (min_work_per_shard <= 0) return std::max<int64_t>(1, threads);

@@ -6,9 +6,10 @@
 // thread is woken the same way: tens of microseconds per op, about what the
 // second thread saves (issue 17: 2 threads ran XNOR layers at 0.9-1.2x one).
 // This pool does what mobile inference runtimes (pthreadpool, ruy) do instead:
-// helpers spin on an atomic generation for a short while after each job, so the
-// back-to-back ops of one forward pass find them awake, and the caller spins on
-// a done counter; idle helpers then sleep on a condition variable.
+// helpers spin on a per-helper ticket for a short while after each job, so the
+// back-to-back ops of one forward pass find them awake; the caller takes over
+// any shard whose helper has not started and spins until the rest are done;
+// idle helpers then sleep on a condition variable (protocol: fork_join.cc).
 #ifndef SKETCHTF_OPS_FORK_JOIN_H_
 #define SKETCHTF_OPS_FORK_JOIN_H_
 
@@ -26,6 +27,10 @@ namespace sketchtf {
 // another op holds the helpers (concurrent inter-op work).
 void RunShards(tensorflow::OpKernelContext* ctx, int64_t shards, int64_t cost_per_shard,
                const std::function<void(int64_t)>& fn);
+
+// The threads an op may split over: TF's intra-op count, 1 under
+// SKETCHTF_XNOR_SPLIT=serial.
+int64_t OpThreads(tensorflow::OpKernelContext* ctx);
 
 // Shards for `work` units on `threads` threads: at most one per
 // `min_work_per_shard` units (a shard must outweigh its ~1 us hand-off, also on

@@ -114,7 +114,7 @@ class NormBitpackOp : public OpKernel {
     const float* o = offset.flat<float>().data();
     uint64_t* dst = reinterpret_cast<uint64_t*>(out->flat<int64_t>().data());
     auto run_rows = [&](int64_t r0, int64_t r1) {
-      std::vector<float> m(c);
+      std::vector<float> m(pool_ > 1 ? c : 0);  // the window max, when pooling
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / out_h, oh = r % out_h;
         for (int64_t ow = 0; ow < out_w; ++ow) {
@@ -144,8 +144,7 @@ class NormBitpackOp : public OpKernel {
         }
       }
     };
-    auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
+    const int64_t threads = OpThreads(ctx);
     // Tens of microseconds at batch 1: one equal run of rows per thread (fork_join.h), tiny maps inline.
     const int64_t work = rows * out_w * c * pool_ * pool_;
     const int64_t shards = std::min(rows, ShardsFor(threads, work, int64_t{1} << 15));

@@ -101,7 +101,7 @@ class BitpackChannelsOp : public OpKernel {
     const float* src = x.flat<float>().data();
     uint64_t* dst = reinterpret_cast<uint64_t*>(out->flat<int64_t>().data());
     auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t threads = SplitMode() == SplitModeT::kSerial ? 1 : std::max(1, pool->num_threads);
+    const int64_t threads = OpThreads(ctx);
     if (x.NumElements() < (int64_t{1} << 22)) {
       // Batch-1 activations (tens of microseconds): equal row runs, one per
       // thread, on the spinning helpers (fork_join.h); tiny ones inline.
@@ -197,8 +197,9 @@ tf.nn.conv2d(sign(x), sign(w)) with zero padding, exactly.
 // How XnorConv2D splits its work over threads (the dispatch is in Compute).
 // Large outputs: 36-pixel units, sharded by TF's cost model. Small ones: one
 // equal shard per thread; with fewer than 4 blocks of pixels per thread and
-// enough filters (L3-L7 at batch 1), `threads` chunks of filters, each a multiple of kFilterAlign (the AVX-512 layout's group of 8,
-// and the AVX2 epilogue's width), all pixels each.
+// enough filters (L3-L7 at batch 1), `threads` chunks of filters, each a
+// multiple of kFilterAlign (the AVX-512 layout's group of 8, and the AVX2
+// epilogue's width), all pixels each.
 // SKETCHTF_XNOR_SPLIT (read on every call; for measurements and tests):
 // "pixels" forces TF's cost-model sharding (the rule before batch-1 splits
 // existed), "filters" the filter split whenever there are 2+ threads, "serial"

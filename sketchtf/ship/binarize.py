@@ -197,37 +197,31 @@ class _BinaryStep(tf.Module):
         """XNOR steps without XNOR-Net's K see their input only through its signs."""
         return self.kind in ("xnor_conv2d", "xnor_dense") and not self.config.get("input_scaling")
 
-    def from_bits(self, bits):
-        """An XNOR step on input signs already packed (`xnor.norm_bitpack`)."""
+    def from_bits(self, bits, input_scale=None):
+        """The XNOR step on its input's signs, packed ([B, H, W, words]; dense: [B, 1, 1, words])."""
         c = self.config
-        if self.kind == "xnor_dense":
-            bits = tf.reshape(bits, [-1, 1, 1, bits.shape[-1]])
         y = xnor.xnor_conv2d(bits, self.weights, self.alpha, self.bias, c["in_channels"],
-                             c.get("strides", [1, 1]), c.get("padding", "VALID"), fused_relu=self.fused_relu)
+                             c.get("strides", [1, 1]), c.get("padding", "VALID"),
+                             fused_relu=self.fused_relu, input_scale=input_scale)
         if self.kind == "xnor_dense":
             y = tf.reshape(y, [-1, c["units"]])
         return self.after(y) if self.after is not None else y
 
     def __call__(self, x):
         c = self.config
+        if self.kind.startswith("xnor"):
+            x4, _ = self._xnor_input(x)
+            scale = None
+            if c["input_scaling"]:
+                scale = _input_scale(x4, c.get("kernel_size", [1, 1]), c.get("strides", [1, 1]),
+                                     c.get("padding", "VALID"))
+            return self.from_bits(xnor.bitpack_channels(x4), scale)
         if self.kind == "binary_weight_conv2d":
             y = xnor.binary_weight_conv2d(x, self.weights, self.alpha, self.bias, c["strides"],
                                           c["padding"], fused_relu=self.fused_relu)
-        elif self.kind == "binary_weight_dense":
+        else:  # binary_weight_dense
             y = xnor.binary_weight_dense(x, self.weights, self.alpha, self.bias,
                                          fused_relu=self.fused_relu)
-        else:
-            x4, _ = self._xnor_input(x)
-            strides = c.get("strides", [1, 1])
-            padding = c.get("padding", "VALID")
-            scale = None
-            if c["input_scaling"]:
-                scale = _input_scale(x4, c.get("kernel_size", [1, 1]), strides, padding)
-            y = xnor.xnor_conv2d(xnor.bitpack_channels(x4), self.weights, self.alpha, self.bias,
-                                 c["in_channels"], strides, padding, fused_relu=self.fused_relu,
-                                 input_scale=scale)
-            if self.kind == "xnor_dense":
-                y = tf.reshape(y, [-1, c["units"]])
         return self.after(y) if self.after is not None else y
 
 
@@ -270,7 +264,8 @@ class _NormSignStep:
         self.xnor_step = xnor_step
 
     def __call__(self, x):
-        bits = xnor.norm_bitpack(x, self.scale, self.offset, self.pool_size, self.pool_stride)
+        x4, _ = self.xnor_step._xnor_input(x)  # dense: [B, C] -> [B, 1, 1, C]
+        bits = xnor.norm_bitpack(x4, self.scale, self.offset, self.pool_size, self.pool_stride)
         return self.xnor_step.from_bits(bits)
 
 
