@@ -269,10 +269,15 @@ def checkpoint_fingerprint(checkpoint_path):
 
 
 def cache_key(checkpoint_path, data_cfg, class_names, num_examples):
-    """What the cached logits depend on; the sha1 of it names the cache file."""
+    """What the cached logits depend on; the sha1 of it names the cache file.
+
+    checkpoint_path: the teacher's checkpoint, or a list of them (an ensemble;
+    a list of one keys as the bare path does, so single-teacher caches stay valid)."""
+    paths = [checkpoint_path] if isinstance(checkpoint_path, str) else list(checkpoint_path)
     data = json.loads(data_cfg.to_json_best_effort(sort_keys=True)) if hasattr(data_cfg, "to_json_best_effort") \
         else dict(data_cfg)
-    key = dict(teacher=checkpoint_fingerprint(checkpoint_path), data=data, classes=list(class_names),
+    prints = [checkpoint_fingerprint(p) for p in paths]
+    key = dict(teacher=prints[0] if len(prints) == 1 else prints, data=data, classes=list(class_names),
                num_examples=int(num_examples), view="clean")
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return key, digest
@@ -358,21 +363,78 @@ def clean_view_agreement(teacher, config, class_names, batches=10, seed=0):
 
 # --------------------------------------------------------------------------- training
 
+def teacher_workdirs(distill_cfg):
+    """distill.teacher_workdir as a list: one run folder, or several joined by commas (an ensemble)."""
+    return [w.strip() for w in str(distill_cfg.get("teacher_workdir", "") or "").split(",") if w.strip()]
+
+
+class Ensemble(keras.Model):
+    """Frozen members whose logits are averaged: one teacher to the Distiller.
+
+    The mean of logits, not of probabilities: it is what a single teacher's
+    logits are to the KD loss (softmax at temperature T of the mean), and equal
+    members give back the member. A subclassed model, since the members of an
+    ensemble of runs usually share a layer name (their architecture's)."""
+
+    def __init__(self, members, name="ensemble"):
+        super().__init__(name=name)
+        self.members = list(members)
+        for m in self.members:
+            m.trainable = False
+
+    def call(self, x, training=False):
+        del training  # a teacher always runs in inference mode
+        return tf.add_n([tf.cast(m(x, training=False), tf.float32) for m in self.members]) / len(self.members)
+
+
+def ensemble(members, name="ensemble"):
+    """An Ensemble of the members, built (its weights exist) from the first member's input shape."""
+    model = Ensemble(members, name=name)
+    model.build((None,) + tuple(members[0].input_shape[1:]))
+    return model
+
+
 def load_teacher(config, class_names):
-    """The teacher from distill.teacher_workdir, checked against the student's data."""
-    twd = config.distill.get("teacher_workdir", "")
-    if not twd or not os.path.isdir(twd):
-        raise FileNotFoundError(f"distill.teacher_workdir={twd!r} is not a training workdir: train the teacher "
+    """The teacher from distill.teacher_workdir, checked against the student's data.
+
+    Returns (teacher, checkpoint paths [one per member], teacher config, teacher
+    name). Several comma-separated workdirs make an ensemble teacher (mean logits)."""
+    twds = teacher_workdirs(config.distill)
+    bad = [w for w in twds if not os.path.isdir(w)]
+    if not twds or bad:
+        raise FileNotFoundError(f"distill.teacher_workdir={config.distill.get('teacher_workdir', '')!r}: "
+                                f"{bad[0] if bad else 'nothing'} is not a training workdir: train the teacher "
                                 f"first (python -m sketchtf.train --config=configs/efficientnet_b4_qd10.py ...)")
-    teacher, tconfig, tclasses = run_folder.load_trained_model(twd)
-    if list(tclasses) != list(class_names):
-        raise ValueError(f"teacher {twd}/classes.json {tclasses[:5]}... differs from the student's "
-                         f"vocabulary {list(class_names)[:5]}...")
-    t_shape, s_shape = run_folder.input_shape(tconfig), run_folder.input_shape(config)
-    if t_shape != s_shape:
-        raise ValueError(f"teacher {twd} takes {t_shape} images but the student's data gives {s_shape}: "
-                         f"train the teacher at data.image_size={s_shape[0]} (or set the student's to {t_shape[0]})")
-    return teacher, run_folder.latest_checkpoint(twd), tconfig
+    members, ckpts, tconfigs = [], [], []
+    s_shape = run_folder.input_shape(config)
+    for twd in twds:
+        teacher, tconfig, tclasses = run_folder.load_trained_model(twd)
+        if list(tclasses) != list(class_names):
+            raise ValueError(f"teacher {twd}/classes.json {tclasses[:5]}... differs from the student's "
+                             f"vocabulary {list(class_names)[:5]}...")
+        t_shape = run_folder.input_shape(tconfig)
+        if t_shape != s_shape:
+            raise ValueError(f"teacher {twd} takes {t_shape} images but the student's data gives {s_shape}: "
+                             f"train the teacher at data.image_size={s_shape[0]} "
+                             f"(or set the student's to {t_shape[0]})")
+        members.append(teacher)
+        ckpts.append(run_folder.latest_checkpoint(twd))
+        tconfigs.append(tconfig)
+    if len(members) == 1:
+        return members[0], ckpts, tconfigs[0], tconfigs[0].model.name
+    name = "ensemble(" + ",".join(c.model.name for c in tconfigs) + ")"
+    return ensemble(members), ckpts, tconfigs[0], name
+
+
+def teacher_accuracy(teacher, eval_ds):
+    """Top-1 of the teacher on the split the run watches (valid): what the student is distilled from."""
+    step = tf.function(lambda x: teacher(x, training=False))
+    right = n = 0
+    for x, y in eval_ds:
+        pred = tf.argmax(step(x), -1, output_type=tf.int32)
+        right += int(tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.int32)))
+        n += int(tf.shape(y)[0])
+    return right / max(n, 1)
 
 
 def distill_and_evaluate(config, workdir):
@@ -394,10 +456,12 @@ def distill_and_evaluate(config, workdir):
     trainer.record_run(config, workdir, info.class_names, strategy)
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
     with trainer.run_scope(config):
-        teacher, tckpt, tconfig = load_teacher(config, info.class_names)
-        extra = dict(teacher=tconfig.model.name, teacher_workdir=str(d.teacher_workdir),
+        teacher, tckpt, tconfig, tname = load_teacher(config, info.class_names)
+        extra = dict(teacher=tname, teacher_workdir=str(d.teacher_workdir),
                      teacher_params=int(teacher.count_params()), alpha=float(d.alpha),
-                     temperature=float(d.temperature), cache=cache)
+                     temperature=float(d.temperature), cache=cache,
+                     teacher_eval_top1=round(teacher_accuracy(teacher, eval_ds), 4),
+                     eval_split=str(config.get("eval_split", "test")))
         if cache == "logits":
             # Non-chief workers keep their copy in their own folder (no concurrent writes).
             logits, cinfo = load_or_build_cache(teacher, tckpt, config, info.class_names,
@@ -413,6 +477,6 @@ def distill_and_evaluate(config, workdir):
                           metrics=trainer.train_metrics(),
                           alpha=float(d.alpha), temperature=float(d.temperature), beta=beta,
                           jit_compile=bool(config.get("jit_compile", False)))
-        title = f"{config.model.name} distilled from {tconfig.model.name} on {config.data.source}"
+        title = f"{config.model.name} distilled from {tname} on {config.data.source}"
         return trainer.fit_and_report(student, config, workdir, train_ds, info, eval_ds, einfo, title=title,
                                       fit_model=distiller, extra=extra)

@@ -188,6 +188,28 @@ def test_cache_reused_keyed_by_index_and_invalidated_when_teacher_changes(tmp_pa
     assert distill.load_or_build_cache(teacher, ckpt2, c, names, wd, log=lambda s: None)[1]["built"]
 
 
+def test_ensemble_teacher_is_the_mean_of_its_members_logits():
+    a, b = tiny(seed=1), tiny(seed=3, filters=(8, 8, 8, 8))
+    x, y = batch()
+    ens = distill.ensemble([a, b])
+    want = (a(x, training=False).numpy() + b(x, training=False).numpy()) / 2
+    np.testing.assert_allclose(ens(x, training=False).numpy(), want, rtol=1e-5, atol=1e-6)
+    assert ens.count_params() == a.count_params() + b.count_params()
+    # Its top-1 on a labelled split is the mean logits' argmax against the labels.
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
+    assert distill.teacher_accuracy(ens, ds) == pytest.approx(float(np.mean(want.argmax(-1) == y)))
+
+
+def test_cache_key_of_an_ensemble_covers_every_member(tmp_path):
+    c = smoke_config()
+    ckpts = [tf.train.Checkpoint(model=tiny(seed=s)).write(str(tmp_path / f"t{s}" / "ckpt-1")) for s in (1, 2)]
+    single = distill.cache_key(ckpts[0], c.data, ["a"], 10)[1]
+    assert distill.cache_key([ckpts[0]], c.data, ["a"], 10)[1] == single  # old single-teacher caches stay valid
+    pair = distill.cache_key(ckpts, c.data, ["a"], 10)[1]
+    assert pair != single and pair != distill.cache_key(ckpts[::-1], c.data, ["a"], 10)[1]
+    assert distill.teacher_workdirs({"teacher_workdir": " runs/a, runs/b ,"}) == ["runs/a", "runs/b"]
+
+
 def test_feature_distillation_loss_is_finite_and_projection_trains():
     teacher = tiny(seed=1, filters=(8, 16, 16, 16))
     student = tiny(seed=2)
@@ -234,3 +256,16 @@ def test_distill_entry_point_end_to_end_then_export_is_the_student(tmp_path):
     assert saved_params(path) == student.count_params()
     probs, images = served_probs(path, config.data, names)
     np.testing.assert_allclose(probs, tf.nn.softmax(student(images, training=False)).numpy(), atol=1e-5)
+    assert 0.0 <= m["extra"]["teacher_eval_top1"] <= 1.0
+    # Two teacher workdirs, comma-separated: one ensemble teacher, checked member by member.
+    teacher_cfg.seed = 1
+    trainer.train_and_evaluate(teacher_cfg, str(tmp_path / "teacher2"))
+    config.distill.teacher_workdir = f"{teacher_wd},{tmp_path / 'teacher2'}"
+    ens, ckpts, _, name = distill.load_teacher(config, names)
+    assert name == "ensemble(sketchnet,sketchnet)" and len(ckpts) == 2 and ckpts[0] != ckpts[1]
+    members = [load_trained_model(str(w))[0] for w in (teacher_wd, tmp_path / "teacher2")]
+    np.testing.assert_allclose(ens(images, training=False).numpy(),
+                               np.mean([m(images, training=False).numpy() for m in members], axis=0), atol=1e-5)
+    config.distill.teacher_workdir = f"{teacher_wd},{tmp_path / 'missing'}"
+    with pytest.raises(FileNotFoundError, match="missing"):
+        distill.load_teacher(config, names)
