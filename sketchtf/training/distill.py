@@ -57,6 +57,7 @@ import tensorflow as tf
 
 from sketchtf import workdir as run_folder
 from sketchtf.keras import keras
+from sketchtf.evaluation import scoring
 from sketchtf.training import distribute, trainer
 
 CACHE_DIR = "teacher_cache"
@@ -397,15 +398,14 @@ def ensemble(members, name="ensemble"):
 def load_teacher(config, class_names):
     """The teacher from distill.teacher_workdir, checked against the student's data.
 
-    Returns (teacher, checkpoint paths [one per member], teacher config, teacher
-    name). Several comma-separated workdirs make an ensemble teacher (mean logits)."""
+    Returns (teacher, checkpoint paths [one per member], teacher name). Several comma-separated workdirs make an ensemble teacher (mean logits)."""
     twds = teacher_workdirs(config.distill)
     bad = [w for w in twds if not os.path.isdir(w)]
     if not twds or bad:
         raise FileNotFoundError(f"distill.teacher_workdir={config.distill.get('teacher_workdir', '')!r}: "
                                 f"{bad[0] if bad else 'nothing'} is not a training workdir: train the teacher "
                                 f"first (python -m sketchtf.train --config=configs/efficientnet_b4_qd10.py ...)")
-    members, ckpts, tconfigs = [], [], []
+    members, ckpts, names = [], [], []
     s_shape = run_folder.input_shape(config)
     for twd in twds:
         teacher, tconfig, tclasses = run_folder.load_trained_model(twd)
@@ -419,22 +419,10 @@ def load_teacher(config, class_names):
                              f"(or set the student's to {t_shape[0]})")
         members.append(teacher)
         ckpts.append(run_folder.latest_checkpoint(twd))
-        tconfigs.append(tconfig)
+        names.append(tconfig.model.name)
     if len(members) == 1:
-        return members[0], ckpts, tconfigs[0], tconfigs[0].model.name
-    name = "ensemble(" + ",".join(c.model.name for c in tconfigs) + ")"
-    return ensemble(members), ckpts, tconfigs[0], name
-
-
-def teacher_accuracy(teacher, eval_ds):
-    """Top-1 of the teacher on the split the run watches (valid): what the student is distilled from."""
-    step = tf.function(lambda x: teacher(x, training=False))
-    right = n = 0
-    for x, y in eval_ds:
-        pred = tf.argmax(step(x), -1, output_type=tf.int32)
-        right += int(tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.int32)))
-        n += int(tf.shape(y)[0])
-    return right / max(n, 1)
+        return members[0], ckpts, names[0]
+    return ensemble(members), ckpts, "ensemble(" + ",".join(names) + ")"
 
 
 def distill_and_evaluate(config, workdir):
@@ -456,11 +444,12 @@ def distill_and_evaluate(config, workdir):
     trainer.record_run(config, workdir, info.class_names, strategy)
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
     with trainer.run_scope(config):
-        teacher, tckpt, tconfig, tname = load_teacher(config, info.class_names)
+        teacher, tckpt, tname = load_teacher(config, info.class_names)
         extra = dict(teacher=tname, teacher_workdir=str(d.teacher_workdir),
                      teacher_params=int(teacher.count_params()), alpha=float(d.alpha),
                      temperature=float(d.temperature), cache=cache,
-                     teacher_eval_top1=round(teacher_accuracy(teacher, eval_ds), 4),
+                     # what the student is distilled from, on the split the run watches (valid)
+                     teacher_eval_top1=round(scoring.predict_scores(teacher, eval_ds, info.class_names)[0]["top1"], 4),
                      eval_split=str(config.get("eval_split", "test")))
         if cache == "logits":
             # Non-chief workers keep their copy in their own folder (no concurrent writes).

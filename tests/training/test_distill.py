@@ -14,6 +14,7 @@ from sketchtf.training import distill
 from sketchtf.ship import export
 from sketchtf.config import data_config, experiment, smoke
 from sketchtf.data import pipeline, synthetic
+from sketchtf.evaluation import scoring
 from sketchtf.keras import keras
 from sketchtf.models import build_model
 
@@ -197,7 +198,8 @@ def test_ensemble_teacher_is_the_mean_of_its_members_logits():
     assert ens.count_params() == a.count_params() + b.count_params()
     # Its top-1 on a labelled split is the mean logits' argmax against the labels.
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
-    assert distill.teacher_accuracy(ens, ds) == pytest.approx(float(np.mean(want.argmax(-1) == y)))
+    top1 = scoring.predict_scores(ens, ds, [str(k) for k in range(K)])[0]["top1"]
+    assert top1 == pytest.approx(float(np.mean(want.argmax(-1) == y)))
 
 
 def test_cache_key_of_an_ensemble_covers_every_member(tmp_path):
@@ -261,7 +263,7 @@ def test_distill_entry_point_end_to_end_then_export_is_the_student(tmp_path):
     teacher_cfg.seed = 1
     trainer.train_and_evaluate(teacher_cfg, str(tmp_path / "teacher2"))
     config.distill.teacher_workdir = f"{teacher_wd},{tmp_path / 'teacher2'}"
-    ens, ckpts, _, name = distill.load_teacher(config, names)
+    ens, ckpts, name = distill.load_teacher(config, names)
     assert name == "ensemble(sketchnet,sketchnet)" and len(ckpts) == 2 and ckpts[0] != ckpts[1]
     members = [load_trained_model(str(w))[0] for w in (teacher_wd, tmp_path / "teacher2")]
     np.testing.assert_allclose(ens(images, training=False).numpy(),
