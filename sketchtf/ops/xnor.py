@@ -189,11 +189,24 @@ def binary_weight_dense(x, w_packed, alpha, bias, fused_relu=False, path="auto")
         path=_check_path(path))
 
 
+def ink_conv2d(x, filter, bias, strides=1, padding="VALID", fused_relu=False, path="auto"):
+    """conv2d(x, filter) + bias [-> ReLU] over the non-zero inputs only: the
+    float first layer of a sketch network, whose input is mostly background
+    (ink = 1 on 0). x [B, H, W, C]; filter [KH, KW, C, O] (tf.nn.conv2d's
+    layout) with KW * C <= 64; bias [O]. Equal to the dense conv up to float
+    summation order for finite weights; time grows with the ink."""
+    return load_ops().sketchtf_ink_conv2d(
+        input=tf.convert_to_tensor(x, tf.float32), filter=tf.convert_to_tensor(filter, tf.float32),
+        bias=tf.convert_to_tensor(bias, tf.float32), strides=_strides(strides), padding=padding,
+        fused_relu=bool(fused_relu), path=_check_path(path))
+
+
 def _inference_only(op, *grads):
     raise LookupError(
         f"{op.type} is an inference-only op (no gradient): train with "
         "sketchtf.layers.BinaryConv2D / BinaryDense and convert the trained model")
 
 
-for _name in ("SketchtfXnorConv2D", "SketchtfBinaryWeightConv2D", "SketchtfBinaryWeightDense"):
+for _name in ("SketchtfXnorConv2D", "SketchtfBinaryWeightConv2D", "SketchtfBinaryWeightDense",
+              "SketchtfInkConv2D"):
     tf.RegisterGradient(_name)(_inference_only)
