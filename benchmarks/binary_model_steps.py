@@ -9,7 +9,10 @@ TF's thread count is fixed once it starts: run once per --threads value.
     python benchmarks/binary_model_steps.py [--model sketchanet_xnor] [--threads 1]
 
 Then times the forward pass the packed model serves (`packed.forward`: the
-float steps in front of each XNOR layer fused into one op) against the total.
+float steps in front of each XNOR layer fused into one op, the float L1 on the
+ink only) against the total, and the same with TF's dense conv for L1. The
+steps are the unfused Keras/op steps (L1 dense). Input: one real drawing
+(--input sketches, the default) or uniform noise.
 
 Ends with ONE JSON line: per-step ms, the total and the served forward.
 """
@@ -34,6 +37,9 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--calls", type=int, default=50, help="forward passes per timed graph loop")
+    ap.add_argument("--input", choices=("sketches", "uniform"), default="sketches",
+                    help="sketches: real drawings (xnor_conv.sketch_batch); uniform: random noise, "
+                         "100%% ink, the worst case for the ink-sparse L1")
     args = ap.parse_args(argv)
 
     import sketchtf  # noqa: F401  (environment before TensorFlow loads)
@@ -42,7 +48,7 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads if args.inter_op < 0 else args.inter_op)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from xnor_conv import _looped, _random_weights
+    from xnor_conv import _looped, _random_weights, sketch_batch
     from sketchtf.models import build_model
     from sketchtf.ops import xnor
     from sketchtf.ship import binarize
@@ -50,10 +56,15 @@ def main(argv=None):
     model = build_model(args.model, num_classes=args.classes, input_shape=(args.size, args.size, 1))
     _random_weights(model, 2)
     packed = binarize.pack_model(model)
-    x = tf.constant(np.random.default_rng(1).random((1, args.size, args.size, 1)).astype(np.float32))
+    if args.input == "sketches":
+        images, source = sketch_batch(1, args.size)
+    else:
+        images, source = np.random.default_rng(1).random((1, args.size, args.size, 1)).astype(np.float32), "uniform noise"
+    x = tf.constant(images)
     names = [e["config"]["name"] for e in packed.entries]
     print(f"{args.model}, batch 1, {args.size} px, path {xnor.available_paths()[-1]}, "
-          f"threads {args.threads or 'TF default'}, inter-op {args.inter_op if args.inter_op >= 0 else 'same'}; best of {args.repeats} x {args.calls} calls")
+          f"threads {args.threads or 'TF default'}, inter-op {args.inter_op if args.inter_op >= 0 else 'same'}; best of {args.repeats} x {args.calls} calls; "
+          f"input: {source}")
     totals = []
     def best_ms(forward):
         run = _looped(forward)
@@ -76,10 +87,13 @@ def main(argv=None):
     # What the packed model serves: its forward(), with pool -> BN -> sign in front of
     # each XNOR layer fused into one op (binarize._fuse_steps); the steps above are unfused.
     served = best_ms(packed.forward)
-    print(f"served forward (fused norm+sign steps): {served:7.3f} ms, {totals[-1] / served:.2f}x the steps above")
+    dense_l1 = best_ms(binarize.pack_model(model, ink_first_layer=False).forward)
+    print(f"served forward (fused norm+sign steps, L1 on the ink): {served:7.3f} ms, "
+          f"{totals[-1] / served:.2f}x the steps above; with TF's dense L1 {dense_l1:7.3f} ms "
+          f"({dense_l1 / served:.2f}x)")
     steps = {n: round(totals[i] - (totals[i - 1] if i else 0.0), 4) for i, n in enumerate(names)}
     print(json.dumps({"model": args.model, "threads": args.threads, "inter_op": args.inter_op, "total_ms": round(totals[-1], 4),
-                      "served_ms": round(served, 4), "step_ms": steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
+                      "served_ms": round(served, 4), "served_dense_l1_ms": round(dense_l1, 4), "input": source, "step_ms": steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

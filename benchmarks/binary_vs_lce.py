@@ -2,7 +2,9 @@
 
 Sketch-A-Net's binary layers L2..L5 (shapes from benchmarks/xnor_conv.py) and
 the whole XNOR Sketch-A-Net (registry `sketchanet_xnor`, 225 px, random
-weights: a speed benchmark) at batch 1 and 32, on 1 and 2 threads, through
+weights: a speed benchmark; inputs are real drawings, xnor_conv.sketch_batch,
+because our model's float L1 runs on the ink only) at batch 1 and 32, on 1
+and 2 threads, through
   tf32    TF fp32: conv + bias + ReLU (layers) / float `sketchanet` (model),
           timed in a tf.while_loop inside one graph (xnor_conv.py's helpers)
   tfl32   TFLite fp32 of the same float graph (ai-edge-litert Interpreter,
@@ -249,7 +251,7 @@ def child(args):
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op or threads)
     import xnor_conv
-    from xnor_conv import _looped, _random_weights
+    from xnor_conv import _looped, _random_weights, sketch_batch
     from sketchtf.ops import xnor
     from sketchtf.models import build_model
     from sketchtf.ship import binarize
@@ -284,7 +286,7 @@ def child(args):
         packed = binarize.pack_model(xm)
         for b in batches:
             name = f"model_b{b}"
-            xin = np.random.default_rng(b).random((b, *shape)).astype(np.float32)
+            xin, model_input = sketch_batch(b, args.model_size)  # its L1 runs on the ink
             xt = tf.constant(xin)
             want = xm(xt, training=False).numpy()
             got = packed(xt).numpy()
@@ -292,7 +294,7 @@ def child(args):
             ffn = lambda t: fm(t, training=False)  # noqa: E731
             tfl_run, tfl_time = _tflite_runner(tf, ffn, xin.shape, threads)
             np.testing.assert_allclose(tfl_run(xin), ffn(xt).numpy(), rtol=1e-3, atol=1e-3)
-            checks[name] = {"ours_vs_tf_ref_maxabs": float(np.abs(got - want).max()),
+            checks[name] = {"input": model_input, "ours_vs_tf_ref_maxabs": float(np.abs(got - want).max()),
                             "ours": got, "ref_scale": float(np.abs(want).max())}
             runners[name] = {"tf32": (_looped(ffn), xt), "tfl32": (tfl_time, xin),
                              "ours": (_looped(packed.forward), xt)}

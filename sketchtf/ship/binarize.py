@@ -131,11 +131,12 @@ def model_entries(model):
     return entries
 
 
-def pack_model(model, class_names=None):
+def pack_model(model, class_names=None, ink_first_layer=True):
     """Converts a trained Keras model with Binary layers into a PackedModel."""
     input_shape = [int(d) for d in model.input_shape[1:]]
     return PackedModel(model_entries(model), input_shape, name=model.name,
-                       class_names=list(class_names) if class_names is not None else None)
+                       class_names=list(class_names) if class_names is not None else None,
+                       ink_first_layer=ink_first_layer)
 
 
 # ---------------------------------------------------------- inference model
@@ -269,6 +270,34 @@ class _NormSignStep:
         return self.xnor_step.from_bits(bits)
 
 
+class _InkConvStep:
+    """The model's first layer, a float Conv2D on the input drawing, run as
+    `xnor.ink_conv2d`: a sketch is mostly background (ink = 1 on 0) and the op
+    skips zero inputs (ops/ink_conv.h), equal to the Keras layer up to float
+    summation order. Built by `_fuse_steps` for `PackedModel.forward`."""
+
+    def __init__(self, layer):
+        self.kernel = tf.constant(layer.kernel.numpy())
+        self.bias = tf.constant(layer.bias.numpy() if layer.use_bias
+                                else np.zeros(layer.filters, np.float32))
+        self.strides, self.padding = list(layer.strides), layer.padding.upper()
+        self.relu = _activation_name(layer) == "relu"
+
+    def __call__(self, x):
+        return xnor.ink_conv2d(x, self.kernel, self.bias, self.strides, self.padding,
+                               fused_relu=self.relu)
+
+
+def _ink_conv_layer(layer):
+    """A plain float Conv2D the ink op computes exactly (up to rounding)."""
+    if type(layer) is not keras.layers.Conv2D:
+        return False
+    kh, kw = layer.kernel_size
+    return (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1 and keras.activations.serialize(layer.activation) in ("relu", "linear")
+            and kw * int(layer.kernel.shape[2]) <= 64 and kh <= 256)
+
+
 def _fusable_pool(layer):
     return (isinstance(layer, keras.layers.MaxPooling2D) and layer.padding == "valid"
             and layer.data_format == "channels_last" and len(set(layer.pool_size)) == 1
@@ -283,10 +312,14 @@ def _fusable_bn(layer):
     return ndim is not None and layer.axis[0] in (-1, ndim - 1)
 
 
-def _fuse_steps(steps):
+def _fuse_steps(steps, ink_first_layer=True):
     """The steps `forward` runs: [max pool ->] BatchNorm -> XNOR (no K) as one
-    `_NormSignStep`; everything else as it is. `intermediates` keeps the steps."""
+    `_NormSignStep`; a first float Conv2D (on the input drawing) as an
+    `_InkConvStep` if ink_first_layer; everything else as it is.
+    `intermediates` keeps the steps."""
     plan, i = [], 0
+    if ink_first_layer and steps and _ink_conv_layer(getattr(steps[0], "layer", None)):
+        plan, i = [_InkConvStep(steps[0].layer)], 1
     keras_layer = lambda k: getattr(steps[k], "layer", None) if k < len(steps) else None  # noqa: E731
     while i < len(steps):
         pool = keras_layer(i) if _fusable_pool(keras_layer(i)) else None
@@ -310,7 +343,7 @@ class PackedModel(tf.Module):
     `intermediates(x)` the output of every layer (eager, by name),
     `step(name)` one layer's step (XNOR steps have `.dot(x)`)."""
 
-    def __init__(self, entries, input_shape, name="packed", class_names=None):
+    def __init__(self, entries, input_shape, name="packed", class_names=None, ink_first_layer=True):
         super().__init__(name=name)
         self.model_name = name
         self._entries = _Plain(entries)
@@ -330,8 +363,9 @@ class PackedModel(tf.Module):
             if shape is None:
                 shape = tf.TensorShape(self._probe_shape(len(self.steps) + 1, step))
             self.steps.append(step)
-        # Served path: the float steps in front of each XNOR layer fused (`_fuse_steps`).
-        self._plan = _Plain(_fuse_steps(self.steps))
+        # Served path: the float steps in front of each XNOR layer fused, the first
+        # layer on the ink only (`_fuse_steps`).
+        self._plan = _Plain(_fuse_steps(self.steps, ink_first_layer))
         self.serve = tf.function(
             self.forward, input_signature=[tf.TensorSpec([None, *self.input_shape], tf.float32)])
 
@@ -477,11 +511,11 @@ def read_packed(path):
     return header, entries
 
 
-def load(path):
+def load(path, ink_first_layer=True):
     """Loads a packed file into a PackedModel (no training config needed)."""
     header, entries = read_packed(path)
     return PackedModel(entries, header["input_shape"], name=header.get("name", "packed"),
-                       class_names=header.get("class_names"))
+                       class_names=header.get("class_names"), ink_first_layer=ink_first_layer)
 
 
 SERVING_OUTPUT = "logits"

@@ -120,7 +120,7 @@ def test_served_xnor_model_fuses_pool_norm_sign_exactly(xnor_plain_run):
     norm_bitpack op per layer: logits equal the unfused steps' exactly, and the
     Keras model's within float tolerance. With K (xnor_run) nothing is fused."""
     model, _, _, images = xnor_plain_run
-    packed = binarize.pack_model(model)
+    packed = binarize.pack_model(model, ink_first_layer=False)
     fused = [s for s in packed._plan.value if isinstance(s, binarize._NormSignStep)]
     assert [s.xnor_step.config["name"] for s in fused] == BINARY
     assert [s.pool_size for s in fused] == [3, 3, 1, 1, 3, 1]  # pool1, pool2, pool5 in front
@@ -133,8 +133,27 @@ def test_served_xnor_model_fuses_pool_norm_sign_exactly(xnor_plain_run):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-6)
 
 
+def test_served_first_layer_runs_on_the_ink(xnor_plain_run, binary_run):
+    """By default the float L1 on the input drawing is served by the ink-sparse op:
+    logits match the unfused steps within float tolerance (summation order only)."""
+    for model, _, _, images in (xnor_plain_run, binary_run):
+        packed = binarize.pack_model(model)
+        assert isinstance(packed._plan.value[0], binarize._InkConvStep)
+        assert not isinstance(binarize.pack_model(model, ink_first_layer=False)._plan.value[0],
+                              binarize._InkConvStep)
+        y = tf.convert_to_tensor(images)
+        for step in packed.steps:
+            y = step(y)
+        want = y.numpy()
+        np.testing.assert_allclose(packed(images).numpy(), want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max() + 1e-6)
+        l1 = packed.steps[0](images).numpy()
+        np.testing.assert_allclose(packed._plan.value[0](images).numpy(), l1, rtol=1e-5,
+                                   atol=1e-5 * np.abs(l1).max())
+
+
 def test_xnor_input_scaling_is_not_fused(xnor_run):
-    packed = binarize.pack_model(xnor_run[0])
+    packed = binarize.pack_model(xnor_run[0], ink_first_layer=False)
     assert packed._plan.value == packed.steps
 
 
