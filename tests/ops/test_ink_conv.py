@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kernel_paths import path  # noqa: F401  (pytest fixture)
 from sketchtf.ops import xnor
 
 

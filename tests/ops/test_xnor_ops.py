@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kernel_paths import path  # noqa: F401  (pytest fixture)
 from sketchtf.ops import xnor
 
-ALL_PATHS = ("scalar", "avx2", "avx512")  # the `path` fixture (conftest.py) runs each
+from kernel_paths import ALL_PATHS
 
 
 def np_sign(a):

@@ -1,4 +1,6 @@
-"""Shared by the op tests: every kernel path in turn, skipped where the CPU lacks it."""
+"""Shared by the op tests: the `path` fixture, every kernel path in turn, skipped
+where the CPU lacks it (`from kernel_paths import path`). Not a conftest.py: the
+tests import the top-level conftest by name, which a second one would shadow."""
 import pytest
 
 from sketchtf.ops import xnor
