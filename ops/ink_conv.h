@@ -11,18 +11,17 @@
 //
 // How a window's non-zero taps are found without a branch per tap: each input
 // row is bit-packed once (bit = x != 0, NaN included, so NaN propagates) in
-// `row_words` words after `lead` zero words that cover the left padding.
-// - The row walk (scalar, AVX2; AVX-512 when the column walk does not fit):
-//   for an output pixel, each window row's seg = k_w * in_c bits come out with
-//   one shift pair, rows_per_word = 64 / seg rows are packed per word, and the
-//   set bits are walked with tzcnt. Bit b of word j is window row
-//   j * rows_per_word + b / seg, tap b % seg, with weights at filter row
-//   j * rows_per_word * seg + b.
-// - The column walk (AVX-512, k_h <= 16; ink_conv_avx512.cc): per output row
-//   a 16-bit slot per input column holds that column's ink over the window's
-//   rows, and VPCOMPRESSD turns each window slot into its taps.
-// Either way: one multiply-add of a broadcast input value by the out_c weights
-// per non-zero tap, in several independent accumulator sets.
+// `row_words` words after `lead` zero words that cover the left padding. An
+// output row ORs its window rows, so a pixel without ink in its window costs
+// one test and writes bias [-> ReLU]. For a pixel with ink, each window row's
+// seg = k_w * in_c bits come out with one shift pair, rows_per_word = 64 / seg
+// rows are packed per word, and the set bits are walked with tzcnt: bit b of
+// word j is window row j * rows_per_word + b / seg, tap b % seg, with weights
+// at filter row j * rows_per_word * seg + b. Per tap: one multiply-add of the
+// broadcast input value by the out_c weights, taps alternating between two
+// accumulator sets. (Also tried and measured no faster on drawings, so not
+// kept: a column table with VPCOMPRESSD of the taps, and multiply-adds by
+// bands of window rows whose weights fit L1; benchmarks/ink_conv.py.)
 #ifndef SKETCHTF_OPS_INK_CONV_H_
 #define SKETCHTF_OPS_INK_CONV_H_
 
@@ -133,7 +132,7 @@ struct InkRow {
   }
 };
 
-// The walk of the scalar and AVX2 kernels: taps found with tzcnt. Acc is the
+// The walk every kernel runs: taps found with tzcnt. Acc is the
 // ISA's accumulator over a block of up to Acc::kBlock output channels with two
 // independent sets, so that consecutive taps do not wait on each other's
 // multiply-add latency: Acc(o0, n), add2(v1, w1, v2, w2) (tap 1 into set 1,

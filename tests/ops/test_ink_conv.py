@@ -2,8 +2,7 @@
 
 The op skips zero inputs, so it must equal the dense conv up to float
 summation order on every kernel path, for sparse, empty and fully dense
-inputs, and for geometries that take each walk (AVX-512: the column walk for
-k_h <= 16, the row walk above)."""
+inputs, and for window geometries from 1x1 to a full 64-bit window row."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,8 +29,9 @@ CASES = [
     (2, 31, 29, 1, 64, (15, 15), (3, 3), "SAME"),    # padding on every side
     (2, 17, 19, 3, 20, (5, 4), (2, 1), "SAME"),      # channels, non-square, out_c < 64
     (1, 12, 13, 2, 70, (3, 3), (1, 1), "SAME"),      # out_c > 64: two channel blocks
-    (1, 30, 30, 1, 16, (17, 3), (2, 2), "VALID"),    # k_h > 16: the AVX-512 row walk
-    (1, 9, 70, 4, 8, (3, 16), (1, 3), "VALID"),      # k_w * in_c = 64: a full-word window row
+    (1, 30, 30, 1, 16, (17, 3), (2, 2), "VALID"),    # 21 window rows per word
+    (1, 40, 40, 2, 8, (17, 9), (2, 2), "VALID"),     # 18 taps a row: 3 rows per word
+    (1, 9, 70, 4, 8, (3, 16), (1, 3), "VALID"),      # k_w * in_c = 64: one row per word
     (3, 8, 8, 1, 5, (1, 1), (1, 1), "SAME"),         # 1x1
 ]
 
