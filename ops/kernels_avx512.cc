@@ -5,6 +5,7 @@
 // the end of the file.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -355,6 +356,45 @@ const XnorKernel& XnorKernelAvx512() {
                                Avx512XorPopcountStream, kAvx512RegWords,
                                Avx512XorPopcountRegister};
   return k;
+}
+
+// Each 64-channel word's (up to) 4 vectors run their window maxima side by
+// side (4 independent MAXPS chains; one chain per 16 channels was latency-bound).
+// MAXPS(q, m) = q > m ? q : m and keeps m on NaN, so NaN is tracked in a mask.
+// The *_round_ps forms are never contracted into an FMA by the compiler (this
+// file is built with -mfma): TF rounds the BN's product and sum separately.
+void PoolNormSignsAvx512(const float* px, int64_t row, int64_t c, int64_t pool,
+                         const float* scale, const float* offset, uint64_t* bits) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  for (int64_t w = 0; w * 64 < c; ++w) {
+    const int64_t k0 = w * 64;
+    const int n = static_cast<int>(std::min<int64_t>(4, (c - k0) / 16));
+    __m512 m[4];
+    __mmask16 nan[4];
+    for (int v = 0; v < n; ++v) {
+      m[v] = _mm512_loadu_ps(px + k0 + 16 * v);
+      nan[v] = _mm512_cmp_ps_mask(m[v], m[v], _CMP_UNORD_Q);
+    }
+    for (int64_t i = 0; i < pool; ++i)
+      for (int64_t j = 0; j < pool; ++j) {
+        if (i == 0 && j == 0) continue;
+        const float* q = px + i * row + j * c + k0;
+        for (int v = 0; v < n; ++v) {
+          const __m512 x = _mm512_loadu_ps(q + 16 * v);
+          m[v] = _mm512_max_ps(x, m[v]);
+          nan[v] = static_cast<__mmask16>(nan[v] | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q));
+        }
+      }
+    uint64_t word = 0;
+    for (int v = 0; v < n; ++v) {
+      const __m512 prod = _mm512_mul_round_ps(m[v], _mm512_loadu_ps(scale + k0 + 16 * v), kRound);
+      const __m512 y = _mm512_add_round_ps(prod, _mm512_loadu_ps(offset + k0 + 16 * v), kRound);
+      const __mmask16 neg = static_cast<__mmask16>(
+          _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NGE_UQ) | nan[v]);
+      word |= static_cast<uint64_t>(neg) << (16 * v);
+    }
+    bits[w] = word;
+  }
 }
 
 // Positions <= 2 take the masked-add rows kernel: below 3 active lanes a

@@ -113,12 +113,19 @@ class NormBitpackOp : public OpKernel {
     const float* s = scale.flat<float>().data();
     const float* o = offset.flat<float>().data();
     uint64_t* dst = reinterpret_cast<uint64_t*>(out->flat<int64_t>().data());
+    Path path;
+    OP_REQUIRES_OK(ctx, ResolvePath("auto", &path));  // SKETCHTF_XNOR_PATH can force scalar
+    const bool avx512 = path == Path::kAvx512 && c % 16 == 0;
     auto run_rows = [&](int64_t r0, int64_t r1) {
       std::vector<float> m(pool_ > 1 ? c : 0);  // the window max, when pooling
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t b = r / out_h, oh = r % out_h;
         for (int64_t ow = 0; ow < out_w; ++ow) {
           const float* px = src + ((b * in_h + oh * stride_) * in_w + ow * stride_) * c;
+          if (avx512) {  // the same bits, 16 channels a vector (xnor_kernels.h)
+            PoolNormSignsAvx512(px, in_w * c, c, pool_, s, o, dst + (r * out_w + ow) * words);
+            continue;
+          }
           const float* v = px;
           if (pool_ > 1) {
             std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());

@@ -113,6 +113,13 @@ void XnorEpilogueAvx2(const int32_t* pc, const int32_t* corr, int64_t out_channe
                       const float* scale, const float* alpha, const float* bias, bool relu,
                       float* out);
 void BitpackScalar(const float* x, int64_t rows, int64_t c, uint64_t* out);
+
+// SketchtfNormBitpack's work for one output pixel, AVX-512 (kernels_avx512.cc;
+// c % 16 == 0): the packed signs (1 = negative or NaN) of
+// max_window(x) * scale + offset, product and sum rounded separately, over the
+// pool x pool window at px whose rows are `row` floats apart (pool 1: px itself).
+void PoolNormSignsAvx512(const float* px, int64_t row, int64_t c, int64_t pool,
+                         const float* scale, const float* offset, uint64_t* bits);
 // counts[r] = popcount of words [r * words, (r + 1) * words) of w, r < rows
 // (the popcnt instruction when the CPU has it).
 void PopcountRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* counts);
