@@ -21,7 +21,7 @@
 // broadcast input value by the out_c weights, taps alternating between two
 // accumulator sets. (Also tried and measured no faster on drawings, so not
 // kept: a column table with VPCOMPRESSD of the taps, and multiply-adds by
-// bands of window rows whose weights fit L1; benchmarks/ink_conv.py.)
+// bands of window rows whose weights fit L1; docs/binary.md, session 9.)
 #ifndef SKETCHTF_OPS_INK_CONV_H_
 #define SKETCHTF_OPS_INK_CONV_H_
 
