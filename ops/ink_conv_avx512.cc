@@ -17,8 +17,10 @@ struct AccAvx512 {
   __mmask16 m[4];
   AccAvx512(int64_t /*o0*/, int64_t n) {
     for (int i = 0; i < 4; ++i) {
-      const int64_t k = std::min<int64_t>(16, std::max<int64_t>(0, n - 16 * i));
-      m[i] = static_cast<__mmask16>((1u << k) - 1);
+      if (!kFull) {  // built per pixel: only the masked variant needs them (as AccAvx2)
+        const int64_t k = std::min<int64_t>(16, std::max<int64_t>(0, n - 16 * i));
+        m[i] = static_cast<__mmask16>((1u << k) - 1);
+      }
       s1[i] = s2[i] = _mm512_setzero_ps();
     }
   }
