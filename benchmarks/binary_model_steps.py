@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def main(argv=None):
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads if args.inter_op < 0 else args.inter_op)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from xnor_conv import _looped, _random_weights, sketch_batch
+    from xnor_conv import _looped, _random_weights, _time_calls, sketch_batch
     from sketchtf.models import build_model
     from sketchtf.ops import xnor
     from sketchtf.ship import binarize
@@ -68,13 +67,8 @@ def main(argv=None):
     totals = []
     def best_ms(forward):
         run = _looped(forward)
-        run(x, tf.constant(3)).numpy()  # trace and warm up
-        best = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            run(x, tf.constant(args.calls)).numpy()
-            best = min(best, (time.perf_counter() - t0) / args.calls)
-        return best * 1e3
+        _time_calls(run, x, 3)  # trace and warm up
+        return 1e3 * min(_time_calls(run, x, args.calls) for _ in range(args.repeats))
 
     for k in range(1, len(packed.steps) + 1):
         def forward(t, steps=packed.steps[:k]):

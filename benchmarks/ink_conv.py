@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -35,7 +34,7 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from xnor_conv import _looped, sketch_batch
+    from xnor_conv import _looped, _time_calls, sketch_batch
     from sketchtf.ops import xnor
 
     images, source = sketch_batch(args.drawings, args.size)
@@ -48,13 +47,8 @@ def main(argv=None):
     pairs = tf.nn.conv2d(tf.cast(images > 0, tf.float32), ones, 3, "VALID").numpy().sum(axis=(1, 2, 3))
 
     def best_ms(fn, x):
-        fn(x, tf.constant(2)).numpy()
-        best = float("inf")
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            fn(x, tf.constant(args.calls)).numpy()
-            best = min(best, (time.perf_counter() - t0) / args.calls)
-        return best * 1e3
+        _time_calls(fn, x, 2)  # trace and warm up
+        return 1e3 * min(_time_calls(fn, x, args.calls) for _ in range(args.repeats))
 
     cases = {"drawings": images, "zeros": np.zeros_like(images[:1]),
              "noise": rng.random(images[:1].shape).astype(np.float32)}
