@@ -24,6 +24,18 @@ import sys
 import numpy as np
 
 
+def _step_name(step):
+    """A served step's label: the layers it runs."""
+    from sketchtf.ship import binarize
+    if isinstance(step, binarize._NormSignStep):  # [pool ->] bn -> sign -> the XNOR layer
+        return ("pool+" if step.pool_size > 1 else "") + "bn+sign+" + step.xnor_step.config["name"]
+    if isinstance(step, binarize._InkConvStep):
+        return "ink_conv"
+    if isinstance(step, binarize._MatmulStep):
+        return "matmul:" + step.layer.name
+    return step.config["name"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="sketchanet_xnor",
@@ -81,13 +93,26 @@ def main(argv=None):
     # What the packed model serves: its forward(), with pool -> BN -> sign in front of
     # each XNOR layer fused into one op (binarize._fuse_steps); the steps above are unfused.
     served = best_ms(packed.forward)
+    # The served plan's own steps (fused), timed the same way: where the served time goes.
+    plan, plan_totals = packed._plan.value, []
+    print("served steps:")
+    for k in range(1, len(plan) + 1):
+        def forward(t, steps=plan[:k]):
+            for step in steps:
+                t = step(t)
+            return t
+        plan_totals.append(best_ms(forward))
+        print(f"{k:2d} {_step_name(plan[k - 1]):22s} total {plan_totals[-1]:7.3f} ms   "
+              f"step {plan_totals[-1] - (plan_totals[-2] if k > 1 else 0.0):7.3f} ms")
     dense_l1 = best_ms(binarize.pack_model(model, ink_first_layer=False).forward)
     print(f"served forward (fused norm+sign steps, L1 on the ink): {served:7.3f} ms, "
           f"{totals[-1] / served:.2f}x the steps above; with TF's dense L1 {dense_l1:7.3f} ms "
           f"({dense_l1 / served:.2f}x)")
     steps = {n: round(totals[i] - (totals[i - 1] if i else 0.0), 4) for i, n in enumerate(names)}
+    served_steps = {f"{k + 1}:{_step_name(st)}": round(plan_totals[k] - (plan_totals[k - 1] if k else 0.0), 4)
+                    for k, st in enumerate(plan)}
     print(json.dumps({"model": args.model, "threads": args.threads, "inter_op": args.inter_op, "total_ms": round(totals[-1], 4),
-                      "served_ms": round(served, 4), "served_dense_l1_ms": round(dense_l1, 4), "input": source, "step_ms": steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
+                      "served_ms": round(served, 4), "served_dense_l1_ms": round(dense_l1, 4), "input": source, "step_ms": steps, "served_step_ms": served_steps, "loadavg_1min": round(os.getloadavg()[0], 2)}))
 
 
 if __name__ == "__main__":

@@ -124,13 +124,36 @@ def test_served_xnor_model_fuses_pool_norm_sign_exactly(xnor_plain_run):
     fused = [s for s in packed._plan.value if isinstance(s, binarize._NormSignStep)]
     assert [s.xnor_step.config["name"] for s in fused] == BINARY
     assert [s.pool_size for s in fused] == [3, 3, 1, 1, 3, 1]  # pool1, pool2, pool5 in front
+    # Up to L8 (a matmul when served, _MatmulStep) the served values equal the unfused steps'.
+    names = [e["config"]["name"] for e in packed.entries]
     y = tf.convert_to_tensor(images)
-    for step in packed.steps:
+    for step in packed.steps[:names.index("L8")]:
         y = step(y)
+    z = tf.convert_to_tensor(images)
+    for step in packed._plan.value[:[type(s) for s in packed._plan.value].index(binarize._MatmulStep)]:
+        z = step(z)
+    np.testing.assert_array_equal(z.numpy(), y.numpy())
     got = packed(images).numpy()
-    np.testing.assert_array_equal(got, y.numpy())
     want = model(images, training=False).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-6)
+
+
+def test_served_last_conv_is_a_matmul_and_dropout_is_dropped(binary_run, xnor_plain_run):
+    """L8, a VALID float conv over its whole (1x1) input, is served as one matmul, equal to the
+    Keras layer up to summation order; Dropout, identity at inference, is not a served step."""
+    for model, _, _, images in (binary_run, xnor_plain_run):
+        packed = binarize.pack_model(model)
+        plan = packed._plan.value
+        matmuls = [s for s in plan if isinstance(s, binarize._MatmulStep)]
+        assert [s.layer.name for s in matmuls] == ["L8"]
+        assert not any(isinstance(getattr(s, "layer", None), binarize.keras.layers.Dropout) for s in plan)
+        l8 = packed.step("L8")
+        x = tf.convert_to_tensor(packed.intermediates(images)["drop7"])
+        want = l8(x).numpy()
+        np.testing.assert_allclose(matmuls[0](x).numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        # Another input size (not the window's): the layer itself, not a wrong reshape.
+        wide = tf.concat([x, x], axis=2)
+        np.testing.assert_array_equal(matmuls[0](wide).numpy(), l8(wide).numpy())
 
 
 def test_served_first_layer_runs_on_the_ink(xnor_plain_run, binary_run):
@@ -154,7 +177,9 @@ def test_served_first_layer_runs_on_the_ink(xnor_plain_run, binary_run):
 
 def test_xnor_input_scaling_is_not_fused(xnor_run):
     packed = binarize.pack_model(xnor_run[0], ink_first_layer=False)
-    assert packed._plan.value == packed.steps
+    assert not any(isinstance(s, binarize._NormSignStep) for s in packed._plan.value)
+    assert [s for s in packed._plan.value if s in packed.steps] == \
+        [s for s in packed.steps if s.config["name"] not in ("drop6", "drop7", "L8")]
 
 
 def test_file_round_trip_and_header(binary_run, xnor_run, tmp_path):
