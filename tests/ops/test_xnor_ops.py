@@ -498,3 +498,16 @@ def test_prepared_filter_cache_follows_the_filter_words(path):
     var.assign(xnor.pack_filter(w2))
     np.testing.assert_array_equal(dot(var), ref(w2))
     np.testing.assert_array_equal(dot(tf.constant(xnor.pack_filter(w1))), ref(w1))
+    # The op holds the buffer its cached filter came from and skips the compare
+    # for that very buffer: in-place updates of a variable must still be seen.
+    var.assign(xnor.pack_filter(w1))
+    np.testing.assert_array_equal(dot(var), ref(w1))
+    w3 = w1.copy()
+    w3[1, 1] *= -1  # the centre tap of every filter flipped
+    words3 = xnor.pack_filter(w3)
+    var.scatter_nd_update([[o] for o in range(9)], words3)
+    np.testing.assert_array_equal(dot(var), ref(w3))
+    var.assign_add(tf.zeros_like(var))
+    np.testing.assert_array_equal(dot(var), ref(w3))
+    var.assign(xnor.pack_filter(w2))
+    np.testing.assert_array_equal(dot(var), ref(w2))
