@@ -29,6 +29,8 @@ def _step_name(step):
     from sketchtf.ship import binarize
     if isinstance(step, binarize._NormSignStep):  # [pool ->] bn -> sign -> the XNOR layer
         return ("pool+" if step.pool_size > 1 else "") + "bn+sign+" + step.xnor_step.config["name"]
+    if isinstance(step, binarize._PoolBinaryWeightStep):
+        return "pool+" + step.bw_step.config["name"]
     if isinstance(step, binarize._InkConvStep):
         return "ink_conv"
     if isinstance(step, binarize._MatmulStep):

@@ -4,6 +4,9 @@
 // optional ReLU. Zero padding is exact: a padded input is 0 whatever the sign.
 // The inner loop only adds (see BwKernel in xnor_kernels.h). Inference only.
 #include <algorithm>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "fork_join.h"
@@ -116,10 +119,42 @@ std::vector<uint64_t> LookupWeights(const Tensor& f, int64_t oc, int64_t taps, i
   return w;
 }
 
+// The lookup kernel's re-layout of a filter, kept per op instance for the
+// buffer it was built from: served models pass the same constant every call,
+// and the re-layout (74 KB for Sketch-A-Net's L4/L5) ran serially before the
+// split on every call. Holding a reference to that buffer keeps it from being
+// freed and reused for other words; TF's resource variables copy a shared
+// buffer before they write (as the XNOR op's prepared-filter cache).
+class LookupCache {
+ public:
+  std::shared_ptr<const std::vector<uint64_t>> Get(const Tensor& f, int64_t oc, int64_t taps,
+                                                   int64_t words, int64_t in_c) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (w_ && in_c_ == in_c && source_.shape() == f.shape() && source_.SharesBufferWith(f) &&
+          source_.tensor_data().data() == f.tensor_data().data())
+        return w_;
+    }
+    auto w = std::make_shared<const std::vector<uint64_t>>(LookupWeights(f, oc, taps, words, in_c));
+    std::lock_guard<std::mutex> lock(mu_);
+    source_ = f;
+    w_ = w;
+    in_c_ = in_c;
+    return w;
+  }
+
+ private:
+  std::mutex mu_;
+  Tensor source_;
+  std::shared_ptr<const std::vector<uint64_t>> w_;
+  int64_t in_c_ = 0;
+};
+
 // Thin outputs go to the kernel's rows path, which reads the filter as given,
 // split into one equal run of output channels per thread (multiples of 8, the
 // kernel's block); the rest is re-laid out for the lookup kernel.
-void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tensor& f) {
+void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tensor& f,
+           LookupCache* cache) {
   const int64_t taps = a.k_h * a.k_w;
   if (a.batch * a.out_h * a.out_w <= kern.rows_max_positions) {
     a.filter_rows = reinterpret_cast<const uint64_t*>(f.flat<int64_t>().data());
@@ -136,8 +171,8 @@ void RunBw(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a, const Tenso
     });
     return;
   }
-  const std::vector<uint64_t> w = LookupWeights(f, a.out_c, taps, a.words, a.in_c);
-  a.weights = w.data();
+  const std::shared_ptr<const std::vector<uint64_t>> w = cache->Get(f, a.out_c, taps, a.words, a.in_c);
+  a.weights = w->data();
   a.w_ld = a.out_c;
   RunBwTiles(ctx, kern, a);
 }
@@ -155,10 +190,22 @@ REGISTER_OP("SketchtfBinaryWeightConv2D")
     .Attr("padding: {'SAME', 'VALID'}")
     .Attr("fused_relu: bool = false")
     .Attr("path: string = 'auto'")
+    .Attr("pool_size: int = 1")
+    .Attr("pool_stride: int = 1")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle in, filter;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &in));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+      int64_t pool = 1, pool_stride = 1;
+      TF_RETURN_IF_ERROR(c->GetAttr("pool_size", &pool));
+      TF_RETURN_IF_ERROR(c->GetAttr("pool_stride", &pool_stride));
+      if (pool < 1 || pool_stride < 1) return InvalidArg("pool_size and pool_stride must be >= 1");
+      if (pool > 1) {  // the conv's input is the VALID max pool of the op's input
+        DimensionHandle ph, pw;
+        TF_RETURN_IF_ERROR(ConvOutDim(c, c->Dim(in, 1), c->MakeDim(pool), pool_stride, false, &ph));
+        TF_RETURN_IF_ERROR(ConvOutDim(c, c->Dim(in, 2), c->MakeDim(pool), pool_stride, false, &pw));
+        in = c->MakeShape({c->Dim(in, 0), ph, pw, c->Dim(in, 3)});
+      }
       TF_RETURN_IF_ERROR(CheckWordsDim(c, c->Dim(in, 3), c->Dim(filter, 3)));
       std::vector<int32_t> strides;
       TF_RETURN_IF_ERROR(c->GetAttr("strides", &strides));
@@ -177,6 +224,8 @@ REGISTER_OP("SketchtfBinaryWeightConv2D")
     .Doc(R"doc(
 Float input [B, H, W, C] times packed binary filter [O, KH, KW, ceil(C/64)]:
 alpha * conv2d(x, sign(w)) + bias (zero padding), optional ReLU. Inference only.
+pool_size > 1: x is max-pooled first (VALID, pool_size x pool_size window,
+pool_stride; NaN anywhere in a window gives NaN), as tf.nn.max_pool2d in front.
 )doc");
 
 class BinaryWeightConvOp : public OpKernel {
@@ -185,16 +234,26 @@ class BinaryWeightConvOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, &stride_h_, &stride_w_, &same_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("fused_relu", &relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("path", &path_attr_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pool_size", &pool_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pool_stride", &pool_stride_));
+    OP_REQUIRES(ctx, pool_ >= 1 && pool_stride_ >= 1,
+                InvalidArg("BinaryWeightConv2D: pool_size and pool_stride must be >= 1, got ",
+                           pool_, " and ", pool_stride_));
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
+    const Tensor& input = ctx->input(0);
     const Tensor& f = ctx->input(1);
     const Tensor& alpha = ctx->input(2);
     const Tensor& bias = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 4,
+    OP_REQUIRES(ctx, input.dims() == 4,
                 InvalidArg("BinaryWeightConv2D: input must be [batch, height, "
-                                        "width, channels], got ", x.shape().DebugString()));
+                                        "width, channels], got ", input.shape().DebugString()));
+    Path path;
+    OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
+    Tensor pooled;
+    if (pool_ > 1) OP_REQUIRES_OK(ctx, MaxPool(ctx, input, path, &pooled));
+    const Tensor& x = pool_ > 1 ? pooled : input;
     OP_REQUIRES(ctx, f.dims() == 4,
                 InvalidArg("BinaryWeightConv2D: filter must be [out_channels, kh, "
                                         "kw, words], got ", f.shape().DebugString()));
@@ -215,8 +274,6 @@ class BinaryWeightConvOp : public OpKernel {
     Window wh, ww;
     OP_REQUIRES_OK(ctx, ConvWindow("height", x.dim_size(1), f.dim_size(1), stride_h_, same_, &wh));
     OP_REQUIRES_OK(ctx, ConvWindow("width", x.dim_size(2), f.dim_size(2), stride_w_, same_, &ww));
-    Path path;
-    OP_REQUIRES_OK(ctx, ResolvePath(path_attr_, &path));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {x.dim_size(0), wh.out, ww.out, oc}, &out));
     if (out->NumElements() == 0) return;
@@ -242,13 +299,58 @@ class BinaryWeightConvOp : public OpKernel {
     a.relu = relu_;
     a.output = out->flat<float>().data();
     a.out_ld = oc;
-    RunBw(ctx, SelectBwKernel(path), a, f);
+    RunBw(ctx, SelectBwKernel(path), a, f, &cache_);
   }
 
  private:
-  int64_t stride_h_ = 1, stride_w_ = 1;
+  // The VALID max pool in front (served models: pool1, pool2, pool5 of
+  // Sketch-A-Net). TF's MaxPool at batch 1 ran 2-4x slower on 2 intra-op
+  // threads than on one (0.096 vs 0.045 ms at 71x71x64): here one equal run of
+  // output rows per thread on the spinning helpers (fork_join.h).
+  absl::Status MaxPool(OpKernelContext* ctx, const Tensor& x, Path path, Tensor* out) {
+    const int64_t batch = x.dim_size(0), in_h = x.dim_size(1), in_w = x.dim_size(2),
+                  c = x.dim_size(3);
+    if (in_h < pool_ || in_w < pool_)
+      return InvalidArg("BinaryWeightConv2D: input ", x.shape().DebugString(),
+                        " is smaller than the ", pool_, "x", pool_, " pool window");
+    const int64_t out_h = (in_h - pool_) / pool_stride_ + 1, out_w = (in_w - pool_) / pool_stride_ + 1;
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, {batch, out_h, out_w, c}, out));
+    const float* src = x.flat<float>().data();
+    float* dst = out->flat<float>().data();
+    const bool avx512 = path == Path::kAvx512 && c % 16 == 0;
+    const int64_t p = pool_, st = pool_stride_, rows = batch * out_h;
+    auto run_rows = [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r / out_h, oh = r % out_h;
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          const float* px = src + ((b * in_h + oh * st) * in_w + ow * st) * c;
+          float* o = dst + (r * out_w + ow) * c;
+          if (avx512) {
+            PoolMaxAvx512(px, in_w * c, c, p, o);
+            continue;
+          }
+          std::copy(px, px + c, o);
+          for (int64_t i = 0; i < p; ++i)
+            for (int64_t j = 0; j < p; ++j) {
+              const float* q = px + (i * in_w + j) * c;
+              for (int64_t k = 0; k < c; ++k)  // a NaN in the window wins, and stays
+                if (!(q[k] <= o[k]) && o[k] == o[k]) o[k] = q[k];
+            }
+        }
+      }
+    };
+    const int64_t work = rows * out_w * c * p * p;
+    const int64_t shards = std::min(rows, ShardsFor(OpThreads(ctx), work, int64_t{1} << 13));
+    RunShards(ctx, shards, CeilDiv(work, shards), [&](int64_t sh) {
+      run_rows(sh * rows / shards, (sh + 1) * rows / shards);
+    });
+    return absl::OkStatus();
+  }
+
+  int64_t stride_h_ = 1, stride_w_ = 1, pool_ = 1, pool_stride_ = 1;
   bool same_ = false, relu_ = false;
   std::string path_attr_;
+  LookupCache cache_;
 };
 REGISTER_KERNEL_BUILDER(Name("SketchtfBinaryWeightConv2D").Device(tensorflow::DEVICE_CPU),
                         BinaryWeightConvOp);
@@ -329,12 +431,13 @@ class BinaryWeightDenseOp : public OpKernel {
     a.relu = relu_;
     a.output = out->flat<float>().data();
     a.out_ld = oc;
-    RunBw(ctx, SelectBwKernel(path), a, f);
+    RunBw(ctx, SelectBwKernel(path), a, f, &cache_);
   }
 
  private:
   bool relu_ = false;
   std::string path_attr_;
+  LookupCache cache_;
 };
 REGISTER_KERNEL_BUILDER(Name("SketchtfBinaryWeightDense").Device(tensorflow::DEVICE_CPU),
                         BinaryWeightDenseOp);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "xnor_kernels.h"
@@ -394,6 +395,22 @@ void PoolNormSignsAvx512(const float* px, int64_t row, int64_t c, int64_t pool,
       word |= static_cast<uint64_t>(neg) << (16 * v);
     }
     bits[w] = word;
+  }
+}
+
+void PoolMaxAvx512(const float* px, int64_t row, int64_t c, int64_t pool, float* out) {
+  const __m512 qnan = _mm512_set1_ps(std::numeric_limits<float>::quiet_NaN());
+  for (int64_t k = 0; k < c; k += 16) {
+    // vmaxps returns its second operand when either is NaN: track NaN apart.
+    __m512 m = _mm512_loadu_ps(px + k);
+    __mmask16 nan = _mm512_cmp_ps_mask(m, m, _CMP_UNORD_Q);
+    for (int64_t i = 0; i < pool; ++i)
+      for (int64_t j = 0; j < pool; ++j) {
+        const __m512 x = _mm512_loadu_ps(px + i * row + j * c + k);
+        m = _mm512_max_ps(x, m);
+        nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q));
+      }
+    _mm512_storeu_ps(out + k, _mm512_mask_mov_ps(m, nan, qnan));
   }
 }
 

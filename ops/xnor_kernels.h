@@ -120,6 +120,9 @@ void BitpackScalar(const float* x, int64_t rows, int64_t c, uint64_t* out);
 // pool x pool window at px whose rows are `row` floats apart (pool 1: px itself).
 void PoolNormSignsAvx512(const float* px, int64_t row, int64_t c, int64_t pool,
                          const float* scale, const float* offset, uint64_t* bits);
+// out[k] = max over the pool x pool window at px (rows `row` floats apart) of
+// channel k, k < c (c % 16 == 0); NaN if any value of the window is NaN.
+void PoolMaxAvx512(const float* px, int64_t row, int64_t c, int64_t pool, float* out);
 // counts[r] = popcount of words [r * words, (r + 1) * words) of w, r < rows
 // (the popcnt instruction when the CPU has it).
 void PopcountRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* counts);

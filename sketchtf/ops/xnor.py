@@ -171,13 +171,16 @@ def xnor_conv2d_dot(x_packed, filter_packed, in_channels, strides=1, padding="VA
 
 
 def binary_weight_conv2d(x, filter_packed, alpha, bias, strides=1, padding="VALID",
-                         fused_relu=False, path="auto"):
-    """Float x [B, H, W, C] times packed 1-bit filter: alpha * conv(x, sign w) + bias."""
+                         fused_relu=False, path="auto", pool_size=1, pool_stride=1):
+    """Float x [B, H, W, C] times packed 1-bit filter: alpha * conv(x, sign w) + bias.
+    pool_size > 1: x is max-pooled first, as tf.nn.max_pool2d(x, pool_size,
+    pool_stride, "VALID") in front (NaN anywhere in a window gives NaN)."""
     return load_ops().sketchtf_binary_weight_conv2d(
         input=tf.convert_to_tensor(x, tf.float32), filter=filter_packed,
         alpha=tf.convert_to_tensor(alpha, tf.float32),
         bias=tf.convert_to_tensor(bias, tf.float32), strides=_strides(strides),
-        padding=padding, fused_relu=bool(fused_relu), path=_check_path(path))
+        padding=padding, fused_relu=bool(fused_relu), path=_check_path(path),
+        pool_size=int(pool_size), pool_stride=int(pool_stride))
 
 
 def binary_weight_dense(x, w_packed, alpha, bias, fused_relu=False, path="auto"):

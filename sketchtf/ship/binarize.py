@@ -218,11 +218,17 @@ class _BinaryStep(tf.Module):
                                      c.get("padding", "VALID"))
             return self.from_bits(xnor.bitpack_channels(x4), scale)
         if self.kind == "binary_weight_conv2d":
-            y = xnor.binary_weight_conv2d(x, self.weights, self.alpha, self.bias, c["strides"],
-                                          c["padding"], fused_relu=self.fused_relu)
-        else:  # binary_weight_dense
-            y = xnor.binary_weight_dense(x, self.weights, self.alpha, self.bias,
-                                         fused_relu=self.fused_relu)
+            return self.pooled(x, 1, 1)
+        # binary_weight_dense
+        y = xnor.binary_weight_dense(x, self.weights, self.alpha, self.bias, fused_relu=self.fused_relu)
+        return self.after(y) if self.after is not None else y
+
+    def pooled(self, x, pool_size, pool_stride):
+        """A binary-weight conv step on max_pool(x) (VALID), the pool fused into the op."""
+        c = self.config
+        y = xnor.binary_weight_conv2d(x, self.weights, self.alpha, self.bias, c["strides"],
+                                      c["padding"], fused_relu=self.fused_relu,
+                                      pool_size=pool_size, pool_stride=pool_stride)
         return self.after(y) if self.after is not None else y
 
 
@@ -268,6 +274,19 @@ class _NormSignStep:
         x4, _ = self.xnor_step._xnor_input(x)  # dense: [B, C] -> [B, 1, 1, C]
         bits = xnor.norm_bitpack(x4, self.scale, self.offset, self.pool_size, self.pool_stride)
         return self.xnor_step.from_bits(bits)
+
+
+class _PoolBinaryWeightStep:
+    """max pool -> binary-weight conv as one op (the pool fused into
+    `xnor.binary_weight_conv2d`): TF's MaxPool at batch 1 ran 2-4x slower on 2
+    intra-op threads than on one. Built by `_fuse_steps` for `PackedModel.forward`."""
+
+    def __init__(self, pool, bw_step):
+        self.pool_size, self.pool_stride = pool.pool_size[0], pool.strides[0]
+        self.bw_step = bw_step
+
+    def __call__(self, x):
+        return self.bw_step.pooled(x, self.pool_size, self.pool_stride)
 
 
 class _InkConvStep:
@@ -346,7 +365,8 @@ def _fusable_bn(layer):
 def _fuse_steps(steps, ink_first_layer=True, in_shapes=None):
     """The steps `forward` runs: [max pool ->] BatchNorm -> XNOR (no K) as one
     `_NormSignStep`; a first float Conv2D (on the input drawing) as an
-    `_InkConvStep` if ink_first_layer; a VALID float Conv2D whose input (static
+    `_InkConvStep` if ink_first_layer; max pool -> binary-weight conv as one
+    `_PoolBinaryWeightStep`; a VALID float Conv2D whose input (static
     shape in in_shapes) is the window's size as a `_MatmulStep`; Dropout
     (identity at inference) dropped; everything else as it is.
     `intermediates` keeps the steps."""
@@ -362,6 +382,10 @@ def _fuse_steps(steps, ink_first_layer=True, in_shapes=None):
         if _fusable_bn(bn) and getattr(nxt, "takes_signs", False):
             plan.append(_NormSignStep(pool, bn, nxt))
             i = j + 2
+        elif pool is not None and getattr(steps[j] if j < len(steps) else None, "kind", None) == \
+                "binary_weight_conv2d":
+            plan.append(_PoolBinaryWeightStep(pool, steps[j]))
+            i = j + 1
         elif isinstance(keras_layer(i), keras.layers.Dropout):
             i += 1
         elif in_shapes is not None and _matmul_layer(keras_layer(i), in_shapes[i]):

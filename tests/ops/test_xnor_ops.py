@@ -134,6 +134,55 @@ def test_binary_weight_conv_matches_reference(path, case):
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-4, atol=1e-3)
 
 
+def _np_max_pool(x, pool, stride):
+    """VALID max pool, NaN anywhere in a window gives NaN (np.max's rule)."""
+    b, h, w, c = x.shape
+    oh, ow = (h - pool) // stride + 1, (w - pool) // stride + 1
+    out = np.empty((b, oh, ow, c), np.float32)
+    for i in range(oh):
+        for j in range(ow):
+            out[:, i, j] = x[:, i * stride:i * stride + pool, j * stride:j * stride + pool].max(axis=(1, 2))
+    return out
+
+
+# (batch, h, w, cin, cout, pool, pool stride, k, padding): cin 64 and 32 take the
+# AVX-512 pool (C % 16 == 0), 70 and 5 the scalar loop on every path.
+BW_POOL_CASES = [(1, 13, 13, 64, 24, 3, 2, 3, "VALID"), (2, 9, 8, 70, 9, 2, 2, 1, "SAME"),
+                 (1, 15, 15, 32, 16, 3, 1, 3, "SAME"), (1, 7, 7, 5, 8, 3, 2, 3, "VALID")]
+
+
+@pytest.mark.parametrize("case", BW_POOL_CASES)
+def test_binary_weight_conv_pools_its_input(path, case):
+    """pool_size > 1: the op max-pools its input first, exactly as
+    tf.nn.max_pool2d in front of the same op; NaN in a window gives NaN."""
+    b, h, w, cin, cout, pool, stride, k, pad = case
+    rng = np.random.default_rng(cin + cout)
+    x = rng.standard_normal((b, h, w, cin)).astype(np.float32)
+    wt = rng.standard_normal((k, k, cin, cout)).astype(np.float32)
+    alpha = rng.uniform(0.1, 1, cout).astype(np.float32)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    fp = xnor.pack_filter(wt)
+    pooled = tf.nn.max_pool2d(x, pool, stride, "VALID")
+    np.testing.assert_array_equal(pooled.numpy(), _np_max_pool(x, pool, stride))
+    want = xnor.binary_weight_conv2d(pooled, fp, alpha, bias, 1, pad, fused_relu=True, path=path)
+    got = xnor.binary_weight_conv2d(x, fp, alpha, bias, 1, pad, fused_relu=True, path=path,
+                                    pool_size=pool, pool_stride=stride)
+    np.testing.assert_array_equal(got.numpy(), want.numpy())
+    ref = np.maximum(tf.nn.conv2d(pooled, np_sign(wt), 1, pad).numpy() * alpha + bias, 0)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
+    # NaN off the window's first pixel, in the last channel: with a 1x1 filter an
+    # output pixel is NaN exactly where its pooled pixel has one.
+    xn = x.copy()
+    xn[0, 1, 2, -1] = np.nan
+    one = xnor.pack_filter(rng.standard_normal((1, 1, cin, cout)).astype(np.float32))
+    got = xnor.binary_weight_conv2d(xn, one, alpha, bias, 1, "VALID", path=path,
+                                    pool_size=pool, pool_stride=stride).numpy()
+    nan_pooled = np.isnan(_np_max_pool(xn, pool, stride)).any(axis=-1)
+    assert nan_pooled.any()
+    np.testing.assert_array_equal(np.isnan(got).all(axis=-1), nan_pooled)
+    np.testing.assert_array_equal(np.isnan(got).any(axis=-1), nan_pooled)
+
+
 @pytest.mark.parametrize("batch,cin,cout", [(1, 1, 3), (3, 63, 5), (9, 65, 7), (17, 130, 40),
                                             (1, 300, 70)])
 def test_binary_weight_dense_matches_reference(path, batch, cin, cout):
@@ -240,6 +289,10 @@ def _bad_calls():
         "bw words": (lambda: xnor.binary_weight_conv2d(x[..., :10], fp, a, b), "words per tap"),
         "bw alpha": (lambda: xnor.binary_weight_conv2d(x, fp, a[:2], b), "alpha must be"),
         "bw input rank": (lambda: xnor.binary_weight_conv2d(x[0], fp, a, b), "input must be"),
+        "bw pool window": (lambda: xnor.binary_weight_conv2d(x[:, :2, :2], tf.zeros([4, 1, 1, 2], tf.int64),
+                                                             a, b, pool_size=3), "3x3 pool window"),
+        "bw pool size": (lambda: xnor.binary_weight_conv2d(x, fp, a, b, pool_size=0),
+                         "pool_size and pool_stride must be >= 1"),
         "dense words": (lambda: xnor.binary_weight_dense(tf.zeros([2, 10]), tf.zeros([4, 2], tf.int64),
                                                          a, b), "words per row"),
         "dense bias": (lambda: xnor.binary_weight_dense(tf.zeros([2, 100]), tf.zeros([4, 2], tf.int64),
@@ -254,7 +307,7 @@ def _bad_calls():
 BAD_CALLS = [
     "input rank", "filter rank", "input words", "filter words", "alpha length", "bias length",
     "alpha rank", "zero stride", "three strides", "valid too small", "scale shape", "bw words",
-    "bw alpha", "bw input rank", "dense words", "dense bias", "bitpack scalar", "bitpack empty",
+    "bw alpha", "bw input rank", "bw pool window", "bw pool size", "dense words", "dense bias", "bitpack scalar", "bitpack empty",
     "unknown path"]
 
 
@@ -425,6 +478,12 @@ for mode in ("auto", "filters", "pixels", "serial", "tfpool"):
             bw = xnor.binary_weight_conv2d(x, fp, alpha, bias, s, pad, path=path).numpy()
             ref = tf.nn.conv2d(x, sign(wt), s, pad).numpy() * alpha + bias
             np.testing.assert_allclose(bw, ref, rtol=1e-4, atol=1e-3 * np.abs(ref).max())
+            if pad == "SAME" and min(h, w) >= 4:  # the pool in front, split over the threads too
+                pooled = tf.nn.max_pool2d(x, 2, 1, "VALID")
+                want = xnor.binary_weight_conv2d(pooled, fp, alpha, bias, s, pad, path=path).numpy()
+                got = xnor.binary_weight_conv2d(x, fp, alpha, bias, s, pad, path=path,
+                                                pool_size=2, pool_stride=1).numpy()
+                assert (got == want).all(), ("pool", mode, path, b, h, w, cin, cout)
             n += 1
 # Ops on several Python threads at once: one holds the spinning helpers
 # (ops/fork_join.cc), the others fall back to TF's pool; all must be exact.
@@ -474,6 +533,35 @@ def test_batch1_split_over_threads_is_exact(threads, tmp_path):
                        text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert f"checked {5 * 6 * len(xnor.available_paths())}" in r.stdout
+
+
+def test_binary_weight_lookup_cache_follows_the_filter_words(path):
+    """BinaryWeightConv2D keeps its last re-laid-out filter per op instance for
+    the buffer it came from: a variable updated in place, reassigned, or another
+    filter through the same graph must give their own results."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 9, 9, 70)).astype(np.float32)  # 81 positions: the lookup path
+    w1, w2 = (rng.standard_normal((3, 3, 70, 9)).astype(np.float32) for _ in range(2))
+    ones, zeros = np.ones(9, np.float32), np.zeros(9, np.float32)
+    var = tf.Variable(xnor.pack_filter(w1))
+
+    @tf.function
+    def conv(f):
+        return xnor.binary_weight_conv2d(x, f, ones, zeros, 1, "SAME", path=path)
+
+    def check(w):
+        np.testing.assert_allclose(conv(var), tf.nn.conv2d(x, np_sign(w), 1, "SAME"), rtol=1e-4, atol=1e-3)
+
+    for _ in range(2):  # the second call hits the cache
+        check(w1)
+    w3 = w1.copy()
+    w3[1, 1] *= -1
+    var.scatter_nd_update([[o] for o in range(9)], xnor.pack_filter(w3))
+    check(w3)
+    var.assign(xnor.pack_filter(w2))
+    check(w2)
+    np.testing.assert_allclose(conv(tf.constant(xnor.pack_filter(w1))),
+                               tf.nn.conv2d(x, np_sign(w1), 1, "SAME"), rtol=1e-4, atol=1e-3)
 
 
 def test_prepared_filter_cache_follows_the_filter_words(path):

@@ -138,6 +138,29 @@ def test_served_xnor_model_fuses_pool_norm_sign_exactly(xnor_plain_run):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-6)
 
 
+def test_served_binary_weight_model_fuses_its_pools(binary_run):
+    """The binary-weight model serves pool1 -> L2, pool2 -> L3, pool5 -> L6 as one op
+    each (the pool inside binary_weight_conv2d): up to L8 the same values as the
+    unfused steps, exactly; logits within float tolerance of the Keras model."""
+    model, _, _, images = binary_run
+    packed = binarize.pack_model(model, ink_first_layer=False)
+    plan = packed._plan.value
+    fused = [s for s in plan if isinstance(s, binarize._PoolBinaryWeightStep)]
+    assert [s.bw_step.config["name"] for s in fused] == ["L2", "L3", "L6"]
+    assert [(s.pool_size, s.pool_stride) for s in fused] == [(3, 2)] * 3
+    assert not any(getattr(getattr(s, "layer", None), "name", "").startswith("pool") for s in plan)
+    names = [e["config"]["name"] for e in packed.entries]
+    y = tf.convert_to_tensor(images)
+    for step in packed.steps[:names.index("L8")]:
+        y = step(y)
+    z = tf.convert_to_tensor(images)
+    for step in plan[:[type(s) for s in plan].index(binarize._MatmulStep)]:
+        z = step(z)
+    np.testing.assert_array_equal(z.numpy(), y.numpy())
+    got, want = packed(images).numpy(), model(images, training=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max() + 1e-6)
+
+
 def test_served_last_conv_is_a_matmul_and_dropout_is_dropped(binary_run, xnor_plain_run):
     """L8, a VALID float conv over its whole (1x1) input, is served as one matmul, equal to the
     Keras layer up to summation order; Dropout, identity at inference, is not a served step."""
