@@ -332,6 +332,7 @@ class _MatmulStep:
 
 def _matmul_layer(layer, input_shape):
     """A float VALID Conv2D whose window covers its whole (static) input."""
+    input_shape = tf.TensorShape(input_shape)
     return (type(layer) is keras.layers.Conv2D and layer.padding == "valid"
             and layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
             and layer.groups == 1 and input_shape.rank == 4
