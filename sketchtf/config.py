@@ -114,8 +114,9 @@ def experiment(model: str, *, data=None, model_kwargs=None, **train) -> ml_colle
         clipnorm=0.0, label_smoothing=0.0, backup_every="epoch",
         verbose=-1,               # Keras fit: 0 silent, 1 bar, 2 a line per epoch, -1 bar on a terminal else 2
         # Chosen on eval_split, which must then be "valid" (test is scored once, by evaluate):
-        keep_best=False,          # the run's model is its best epoch by val_top1 (checkpoints/best/)
-        early_stop_patience=0))   # stop after this many evaluations without a better val_top1 (0: off)
+        keep_best=False,          # the run's model is its best epoch by select_on (checkpoints/best/)
+        early_stop_patience=0,    # stop after this many evaluations without a better select_on (0: off)
+        select_on="val_top1"))    # the logged val_* value (higher is better) those two choose on
     c.train.update(train)
     c.eval = ml_collections.ConfigDict(dict(batch_size=128, every=1, ten_view=False))
     c.export = ml_collections.ConfigDict(dict(model_name=model, version=1, top_k=3))

@@ -10,6 +10,9 @@ The config's `quantize` section drives it:
   io_dtype        "int8" | "uint8" | "float32": TFLite input/output type (the
                   graph inside is INT8 in every case)
   representative_size, worst_boost, probe_per_class: PTQ calibration set (below)
+  freeze_bn, distill  fine-tune with BatchNorm frozen / against the float model's logits
+  select          "gate": keep the fine-tune epoch that best meets the per-class
+                  ship gate on valid (GateScore); "": train.keep_best decides
 Output in the workdir: the usual training files (QAT), and tflite/ with
 float.tflite (train-vs-inference gate), ptq_int8.tflite, qat_int8.tflite (QAT)
 and quantize.json (layer annotations, calibration counts, file sizes).
@@ -265,8 +268,11 @@ def quantize_defaults():
     import ml_collections
     # distill: fine-tune against the float model's own logits (alpha weighs the labels, as in
     # sketchtf.distill); freeze_bn: BatchNormalization in inference mode during the fine-tune.
+    # select: "gate" keeps the fine-tune epoch GateScore prefers on valid (the per-class gate's
+    # own measure, then top-1); "" leaves it to train.keep_best / select_on (default: last epoch).
     return ml_collections.ConfigDict(dict(mode="qat", float_workdir="", io_dtype="int8", freeze_bn=False,
                                           distill=False, distill_alpha=0.0, distill_temperature=1.0,
+                                          select="",
                                           representative_size=1010, worst_boost=2.0, probe_per_class=100))
 
 
@@ -307,6 +313,28 @@ def load_qat_model(workdir):
     return q, config, class_names
 
 
+class GateScore(keras.callbacks.Callback):
+    """Logs, each evaluated epoch, how far the fine-tuned model is from the ship
+    gate's per-class rule on the eval split (valid): val_max_class_loss_pts =
+    max over classes of (float - QAT) accuracy in points, and val_gate_score =
+    top-1 / 10 - max(0, that loss): a loss of 0.1 pt in any class outweighs any
+    top-1 difference, and among epochs losing no class the higher top-1 wins. With
+    train.select_on="val_gate_score" the kept epoch is the one the gate would
+    choose. `evaluator` is set by trainer.standard_callbacks."""
+
+    def __init__(self, float_scores):
+        super().__init__()
+        self.float_scores = float_scores
+        self.evaluator = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or "val_top1" not in logs:  # the evaluator did not run this epoch
+            return
+        from sketchtf.ship.gates import per_class_loss_pts
+        loss = max(per_class_loss_pts(self.float_scores, self.evaluator.last).values())
+        logs.update(val_max_class_loss_pts=loss, val_gate_score=float(logs["val_top1"]) / 10.0 - max(0.0, loss))
+
+
 def _qat_fit_model(qm, float_model, q, config, steps, strategy):
     """What the QAT fine-tune fits: the QAT model on the labels, or (quantize.distill)
     a Distiller whose teacher is the float model itself, so that the fine-tune
@@ -336,6 +364,10 @@ def quantize_and_export(config, workdir) -> dict:
     q.update(dict(config.get("quantize", {})))
     if q.mode not in ("qat", "ptq"):
         raise ValueError(f"config.quantize.mode must be 'qat' or 'ptq', got {q.mode!r}")
+    if q.select not in ("", "gate"):
+        raise ValueError(f"config.quantize.select must be '' or 'gate', got {q.select!r}")
+    if q.select == "gate":  # keep_best on the gate's measure; _selection_callbacks refuses eval_split test
+        config.train.keep_best, config.train.select_on = True, "val_gate_score"
     config.quantize = q
     strategy = trainer.start_run(config, workdir)  # the same setup as train: strategy, seed, precision
     os.makedirs(os.path.join(workdir, "tflite"), exist_ok=True)
@@ -361,9 +393,15 @@ def quantize_and_export(config, workdir) -> dict:
                 out["frozen_batch_norm"] = freeze_batch_norm(qm)
             steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
             fit_model, extra = _qat_fit_model(qm, float_model, q, config, steps, strategy)
+            metric_cbs = []
+            if q.select == "gate":
+                from sketchtf.evaluation.scoring import predict_scores
+                float_scores, _ = predict_scores(float_model, eval_ds, class_names)
+                metric_cbs.append(GateScore(float_scores))
+                extra.update(select="gate", float_eval_top1=float_scores["top1"])
             result = trainer.fit_and_report(qm, config, workdir, train_ds, info, eval_ds, einfo,
                                             title=f"QAT {config.model.name} on {config.data.source}",
-                                            fit_model=fit_model, extra=extra)
+                                            fit_model=fit_model, extra=extra, metric_callbacks=metric_cbs)
         out["qat_keras_top1"] = result["top1"]
         files["qat_int8"] = to_tflite(qm, cal, q.io_dtype)
 

@@ -169,10 +169,14 @@ def _save_freq(value):
     return int(text) if text.isdigit() else text
 
 
-def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None, strategy=None):
+def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=None, strategy=None,
+                       metric_callbacks=()):
     """The callback list shared by plain training and distillation.
 
     target: the model to checkpoint and evaluate when fit runs on a wrapper.
+    metric_callbacks: run right after the evaluation (each gets `.evaluator`,
+    whose `.last` holds that epoch's scores) and before checkpoint choice, so
+    the val_* values they add to the logs can be train.select_on.
     strategy: the fit model's; a non-chief worker runs the same saves and
     evaluations (they all-reduce) into its temporary folder and keeps no
     run log or history."""
@@ -187,7 +191,10 @@ def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=No
     # Every worker reads workdir/backup; tf_keras sends non-chief writes to a temp dir.
     backup = keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"),
                                               save_freq=_save_freq(config.train.get("backup_every", "epoch")))
-    callbacks = ([cb.RunLog(workdir)] if chief else []) + [guard, evaluator, cb.LearningRateLogger(), ckpt]
+    for m in metric_callbacks:
+        m.evaluator = evaluator
+    callbacks = ([cb.RunLog(workdir)] if chief else []) + [guard, evaluator, *metric_callbacks, cb.LearningRateLogger(),
+                                                           ckpt]
     callbacks += _selection_callbacks(config, out, guard, target)
     callbacks += [backup, keras.callbacks.TensorBoard(tb_dir, write_graph=True, update_freq="epoch", profile_batch=0)]
     if chief:
@@ -196,17 +203,19 @@ def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=No
 
 
 def _selection_callbacks(config, out, guard, target):
-    """train.keep_best and train.early_stop_patience, both on val_top1 of
-    eval_split, which must be "valid": choosing on test would leak it."""
+    """train.keep_best and train.early_stop_patience, both on train.select_on
+    (val_top1 by default) of eval_split, which must be "valid": choosing on
+    test would leak it."""
     keep, patience = bool(config.train.get("keep_best", False)), int(config.train.get("early_stop_patience", 0))
+    monitor = str(config.train.get("select_on", "val_top1"))
     if not (keep or patience):
         return []
     if config.get("eval_split", "test") != "valid":
         raise ValueError("train.keep_best / train.early_stop_patience choose on eval_split, which is "
                          f"{config.get('eval_split', 'test')!r}: set eval_split='valid' (and data.valid_fraction > 0)")
-    out_cbs = [cb.BestCheckpoint(os.path.join(out, "checkpoints"), guard, target=target)] if keep else []
+    out_cbs = [cb.BestCheckpoint(os.path.join(out, "checkpoints"), guard, monitor=monitor, target=target)] if keep else []
     if patience:
-        out_cbs.append(keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience))
+        out_cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience))
     return out_cbs
 
 
@@ -215,18 +224,21 @@ def _samples(train_ds, n=16):
     return x.numpy()[:n], y.numpy()[:n]
 
 
-def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, title, fit_model=None, extra=None):
+def fit_and_report(model, config, workdir, train_ds, info, eval_ds, einfo, *, title, fit_model=None, extra=None,
+                   metric_callbacks=()):
     """Runs fit with the standard callbacks, then writes metrics.json/report.md.
 
     fit_model: the model to fit if not `model` itself (e.g. a Distiller whose
     student is `model`); checkpoints and evaluation always track `model`.
+    metric_callbacks: see standard_callbacks.
     """
     fit_model = fit_model or model
     strategy = fit_model.distribute_strategy
     epochs = int(config.train.epochs)
     steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
     callbacks, guard, ckpt, evaluator = standard_callbacks(config, workdir, eval_ds, info.class_names,
-                                                           None, target=model, strategy=strategy)
+                                                           None, target=model, strategy=strategy,
+                                                           metric_callbacks=metric_callbacks)
     t0 = time.time()
     with pipeline.explain_data_errors(config.data):
         fit_model.fit(train_ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks,

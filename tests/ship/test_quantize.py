@@ -142,3 +142,60 @@ def test_qat_fine_tune_can_distill_from_the_float_model(tmp_path):
     assert metrics["extra"]["distill_alpha"] == 0.0 and metrics["extra"]["distill_temperature"] == 2.0
     history = (tmp_path / "qat" / "history.csv").read_text().splitlines()[0]
     assert "distillation_loss" in history  # the Distiller's loss was what fit minimized
+
+
+def _scores(top1, per_class):
+    return dict(top1=top1, per_class={c: dict(accuracy=a) for c, a in per_class.items()})
+
+
+def test_gate_score_puts_any_lost_class_before_top1():
+    """A fine-tune epoch that loses a drawing in one class scores below one that loses
+    none, even with a higher top-1; epochs the evaluator skipped get no score."""
+    float_scores = _scores(0.9, dict(a=0.9, b=0.9))
+    gate = quantize.GateScore(float_scores)
+    gate.evaluator = type("E", (), {})()
+    gate.evaluator.last = _scores(0.95, dict(a=1.0, b=0.88))   # +5 top-1, but b loses 2 pt
+    lossy = {"val_top1": 0.95}
+    gate.on_epoch_end(0, lossy)
+    gate.evaluator.last = _scores(0.91, dict(a=0.92, b=0.9))   # loses nothing
+    clean = {"val_top1": 0.91}
+    gate.on_epoch_end(1, clean)
+    assert lossy["val_max_class_loss_pts"] == pytest.approx(2.0)
+    assert clean["val_max_class_loss_pts"] == pytest.approx(0.0)
+    assert clean["val_gate_score"] == pytest.approx(0.091)
+    assert lossy["val_gate_score"] == pytest.approx(0.095 - 2.0)
+    assert lossy["val_gate_score"] < clean["val_gate_score"]
+    skipped = {"loss": 1.0}
+    gate.on_epoch_end(2, skipped)
+    assert "val_gate_score" not in skipped
+
+
+def test_qat_select_gate_keeps_the_epoch_with_the_best_gate_score(tmp_path):
+    import csv
+    from sketchtf.training import trainer
+    float_cfg = smoke(experiment("sketchnet"), image_size=32)
+    float_cfg.data.update(dict(synthetic_per_class=6, valid_fraction=0.3))
+    float_cfg.eval_split = "valid"
+    trainer.train_and_evaluate(float_cfg, str(tmp_path / "float"))
+    c = smoke(experiment("sketchnet"), image_size=32)
+    c.data.update(dict(synthetic_per_class=6, valid_fraction=0.3))
+    c.eval_split = "valid"
+    c.train.update(dict(epochs=3, lr=3e-2))
+    c.quantize = quantize.quantize_defaults()
+    c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2,
+                           select="gate"))
+    wd = tmp_path / "qat"
+    quantize.quantize_and_export(c, str(wd))
+    rows = list(csv.DictReader(open(wd / "history.csv")))
+    assert len(rows) == 3
+    for r in rows:
+        loss = float(r["val_max_class_loss_pts"])
+        assert float(r["val_gate_score"]) == pytest.approx(float(r["val_top1"]) / 10 - max(0.0, loss), abs=1e-6)
+    best = json.loads((wd / "checkpoints" / "best" / "best.json").read_text())
+    scores = [float(r["val_gate_score"]) for r in rows]
+    assert best["monitor"] == "val_gate_score" and best["epoch"] == 1 + int(np.argmax(scores))
+    metrics = json.loads((wd / "metrics.json").read_text())
+    assert metrics["extra"]["select"] == "gate"
+    c.quantize.select = "best"
+    with pytest.raises(ValueError, match="quantize.select"):
+        quantize.quantize_and_export(c, str(tmp_path / "bad"))
