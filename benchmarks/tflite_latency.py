@@ -87,7 +87,7 @@ def main(argv):
     for name, path in files.items():
         r = TFLiteClassifier(path, num_threads=1)
         m = M.classification_metrics(y, r.predict(x), class_names)
-        loss = gates.per_class_loss_pts(m_keras, m)
+        loss = M.per_class_loss_pts(m_keras, m)
         model_only = gates.measure_latency(r, images=x, runs=FLAGS.runs)
         with_render = gates.measure_latency(r, data_cfg=config.data, records=records, runs=FLAGS.runs)
         rows[name] = dict(top1=m["top1"], worst_class=m["worst_class"], max_class_loss_pts=max(loss.values()),

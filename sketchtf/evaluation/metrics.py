@@ -350,3 +350,10 @@ def classification_metrics(labels, scores, class_names: Sequence[str], top_k: in
     Values are fractions in [0, 1], not percent.
     """
     return MetricsAccumulator(class_names, top_k).update(labels, scores).result()
+
+
+def per_class_loss_pts(reference_metrics, metrics) -> dict:
+    """{class: (reference - other) accuracy in points} of two classification_metrics
+    results on the same drawings; positive = the other model (e.g. INT8 vs float) is worse."""
+    return {c: 100.0 * (reference_metrics["per_class"][c]["accuracy"] - metrics["per_class"][c]["accuracy"])
+            for c in reference_metrics["per_class"]}

@@ -117,12 +117,6 @@ def measure_latency(runner: TFLiteClassifier, *, data_cfg=None, records=None, im
                 includes_render=records is not None, num_threads=None)
 
 
-def per_class_loss_pts(float_metrics, int8_metrics) -> dict:
-    """{class: (float - INT8) accuracy in points}; positive = INT8 worse."""
-    return {c: 100.0 * (float_metrics["per_class"][c]["accuracy"] - int8_metrics["per_class"][c]["accuracy"])
-            for c in float_metrics["per_class"]}
-
-
 def _row(gate, op, threshold, measured, unit, fmt="{:.2f}", detail=""):
     ok = measured >= threshold if op == ">=" else measured <= threshold
     return dict(gate=gate, threshold=f"{op} {fmt.format(threshold)} {unit}".strip(),
@@ -183,7 +177,7 @@ def run_gates(cfg) -> dict:
     m_int8 = M.classification_metrics(y, q_logits, class_names)
     gap = float(np.mean(np.argmax(k_logits, 1) != np.argmax(f_logits, 1)))
     prob_diff = float(np.max(np.abs(M.softmax(k_logits) - M.softmax(f_logits))))
-    loss = per_class_loss_pts(m_keras, m_int8)
+    loss = M.per_class_loss_pts(m_keras, m_int8)
     worst_loss_class = max(loss, key=loss.get)
 
     if c.input == "strokes":

@@ -217,3 +217,10 @@ def test_accumulator_equals_one_shot():
     for lo, hi in [(0, 1), (1, 64), (64, 64), (64, 200), (200, n)]:
         acc.update(y[lo:hi], s[lo:hi])
     assert acc.result() == M.classification_metrics(y, s, names)
+
+
+def test_per_class_loss_sign():
+    f = {"per_class": {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.5}}}
+    q = {"per_class": {"a": {"accuracy": 0.85}, "b": {"accuracy": 0.6}}}
+    loss = M.per_class_loss_pts(f, q)
+    assert loss["a"] == pytest.approx(5.0) and loss["b"] == pytest.approx(-10.0)

@@ -77,8 +77,3 @@ def test_latency_needs_200_runs(smoke_run):
         gates.measure_latency(TFLiteClassifier(smoke_run[1]), images=np.zeros((1, 32, 32, 1), np.float32), runs=50)
 
 
-def test_per_class_loss_sign():
-    f = {"per_class": {"a": {"accuracy": 0.9}, "b": {"accuracy": 0.5}}}
-    q = {"per_class": {"a": {"accuracy": 0.85}, "b": {"accuracy": 0.6}}}
-    loss = gates.per_class_loss_pts(f, q)
-    assert loss["a"] == pytest.approx(5.0) and loss["b"] == pytest.approx(-10.0)
