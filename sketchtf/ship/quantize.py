@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from sketchtf import workdir as run_folder
+from sketchtf.evaluation.metrics import per_class_loss_pts
 from sketchtf.keras import keras
 
 IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
@@ -330,7 +331,6 @@ class GateScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or "val_top1" not in logs:  # the evaluator did not run this epoch
             return
-        from sketchtf.evaluation.metrics import per_class_loss_pts
         loss = max(per_class_loss_pts(self.float_scores, self.evaluator.last).values())
         logs.update(val_max_class_loss_pts=loss, val_gate_score=float(logs["val_top1"]) / 10.0 - max(0.0, loss))
 

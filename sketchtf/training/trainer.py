@@ -174,12 +174,12 @@ def standard_callbacks(config, workdir, eval_ds, class_names, samples, target=No
     """The callback list shared by plain training and distillation.
 
     target: the model to checkpoint and evaluate when fit runs on a wrapper.
-    metric_callbacks: run right after the evaluation (each gets `.evaluator`,
-    whose `.last` holds that epoch's scores) and before checkpoint choice, so
-    the val_* values they add to the logs can be train.select_on.
     strategy: the fit model's; a non-chief worker runs the same saves and
     evaluations (they all-reduce) into its temporary folder and keeps no
-    run log or history."""
+    run log or history.
+    metric_callbacks: run right after the evaluation (each gets `.evaluator`,
+    whose `.last` holds that epoch's scores) and before checkpoint choice, so
+    the val_* values they add to the logs can be train.select_on."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = distribute.is_chief(strategy)
     out = distribute.worker_dir(workdir, strategy)
