@@ -60,21 +60,27 @@ void Avx512PrepareFilter(const uint64_t* w, int64_t out_channels, int64_t k, int
 int64_t Avx512ScratchWords(int64_t, int64_t) { return 0; }
 
 // P pixels x Q filter groups (8 filters each): P*Q accumulators + Q filter
-// vectors + P broadcasts, at most 4 x 4 -> 24 of the 32 zmm.
+// vectors + P broadcasts, at most 4 x 4 -> 24 of the 32 zmm. Pixel p's patch
+// is the k_h rows rows[p * k_h + r] of rw words each (word k = r * rw + j of
+// the filter layout), so the op can point at the input instead of copying it.
 template <int P, int Q>
-inline __attribute__((always_inline)) void Avx512Block(const uint64_t* x, const uint64_t* w,
-                                                       int64_t kp, int64_t valid, int32_t* pc,
-                                                       int64_t ldpc) {
+inline __attribute__((always_inline)) void Avx512Block(const uint64_t* const* rows, int64_t k_h,
+                                                       int64_t rw, const uint64_t* w, int64_t kp,
+                                                       int64_t valid, int32_t* pc, int64_t ldpc) {
   __m512i acc[P][Q];
   for (int p = 0; p < P; ++p)
     for (int q = 0; q < Q; ++q) acc[p][q] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < kp; ++k) {
-    __m512i wv[Q];
-    for (int q = 0; q < Q; ++q) wv[q] = _mm512_loadu_si512(w + (q * kp + k) * kGroup);
-    for (int p = 0; p < P; ++p) {
-      const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x[p * kp + k]));
-      for (int q = 0; q < Q; ++q)
-        acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv[q])));
+  for (int64_t r = 0; r < k_h; ++r, w += rw * kGroup) {
+    const uint64_t* x[P];
+    for (int p = 0; p < P; ++p) x[p] = rows[p * k_h + r];
+    for (int64_t j = 0; j < rw; ++j) {
+      __m512i wv[Q];
+      for (int q = 0; q < Q; ++q) wv[q] = _mm512_loadu_si512(w + (q * kp + j) * kGroup);
+      for (int p = 0; p < P; ++p) {
+        const __m512i xv = _mm512_set1_epi64(static_cast<long long>(x[p][j]));
+        for (int q = 0; q < Q; ++q)
+          acc[p][q] = _mm512_add_epi64(acc[p][q], _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv[q])));
+      }
     }
   }
   for (int p = 0; p < P; ++p) {
@@ -93,21 +99,35 @@ inline __attribute__((always_inline)) void Avx512Block(const uint64_t* x, const 
 }
 
 template <int P>
-inline void Avx512Row(const uint64_t* x, int64_t kp, const uint64_t* filter, int64_t oc,
-                      int32_t* pc) {
-  const int64_t groups = CeilDiv(oc, kGroup);
+inline void Avx512Row(const uint64_t* const* rows, int64_t k_h, int64_t rw,
+                      const uint64_t* filter, int64_t oc, int32_t* pc) {
+  const int64_t groups = CeilDiv(oc, kGroup), kp = k_h * rw;
   int64_t g = 0;
   for (; g + 4 <= groups; g += 4)
-    Avx512Block<P, 4>(x, filter + g * kp * kGroup, kp, oc - g * kGroup, pc + g * kGroup, oc);
+    Avx512Block<P, 4>(rows, k_h, rw, filter + g * kp * kGroup, kp, oc - g * kGroup,
+                      pc + g * kGroup, oc);
   for (; g < groups; ++g)
-    Avx512Block<P, 1>(x, filter + g * kp * kGroup, kp, oc - g * kGroup, pc + g * kGroup, oc);
+    Avx512Block<P, 1>(rows, k_h, rw, filter + g * kp * kGroup, kp, oc - g * kGroup,
+                      pc + g * kGroup, oc);
 }
 
+void Avx512PopcountRows(const uint64_t* const* rows, int64_t npix, int64_t k_h, int64_t rw,
+                        const uint64_t* filter, int64_t oc, int32_t* pc) {
+  int64_t p = 0;
+  for (; p + 4 <= npix; p += 4) Avx512Row<4>(rows + p * k_h, k_h, rw, filter, oc, pc + p * oc);
+  for (; p < npix; ++p) Avx512Row<1>(rows + p * k_h, k_h, rw, filter, oc, pc + p * oc);
+}
+
+// Gathered patches (kp words each): one row per pixel.
 void Avx512PopcountBlock(const uint64_t* patches, int64_t npix, int64_t kp,
                          const uint64_t* filter, int64_t oc, uint64_t*, int32_t* pc) {
-  int64_t p = 0;
-  for (; p + 4 <= npix; p += 4) Avx512Row<4>(patches + p * kp, kp, filter, oc, pc + p * oc);
-  for (; p < npix; ++p) Avx512Row<1>(patches + p * kp, kp, filter, oc, pc + p * oc);
+  constexpr int64_t kChunk = 64;
+  const uint64_t* rows[kChunk];
+  for (int64_t p0 = 0; p0 < npix; p0 += kChunk) {
+    const int64_t n = std::min(kChunk, npix - p0);
+    for (int64_t i = 0; i < n; ++i) rows[i] = patches + (p0 + i) * kp;
+    Avx512PopcountRows(rows, n, 1, kp, filter, oc, pc + p0 * oc);
+  }
 }
 
 uint64_t Avx512XorPopcountStream(const uint64_t* a, const uint64_t* b, int64_t n) {
@@ -353,6 +373,7 @@ void Avx512BwConvRows(const BwConvArgs& a, int64_t o_begin, int64_t o_end) {
 const XnorKernel& XnorKernelAvx512() {
   static const XnorKernel k = {"avx512",           1,                  Avx512FilterWords,
                                Avx512PrepareFilter, Avx512ScratchWords, Avx512PopcountBlock,
+                               Avx512PopcountRows,
                                Avx512Bitpack,       XnorEpilogueAvx2,
                                Avx512XorPopcountStream, kAvx512RegWords,
                                Avx512XorPopcountRegister};

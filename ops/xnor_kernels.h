@@ -37,6 +37,13 @@ struct XnorKernel {
   void (*popcount_block)(const uint64_t* patches, int64_t npix, int64_t kp,
                          const uint64_t* filter, int64_t out_channels,
                          uint64_t* scratch, int32_t* pc);
+  // The same without the gathered copy (null where the ISA has no such
+  // kernel; needs kp == k_h * row_words): patch p is the k_h rows
+  // rows[p * k_h + r], row_words words each (for an interior pixel, pointers
+  // straight into the input).
+  void (*popcount_rows)(const uint64_t* const* rows, int64_t npix, int64_t k_h,
+                        int64_t row_words, const uint64_t* filter, int64_t out_channels,
+                        int32_t* pc);
   // rows x c floats -> rows x ceil(c/64) words; padding bits are 0.
   void (*bitpack)(const float* x, int64_t rows, int64_t c, uint64_t* out);
   // One output pixel: out[o] = alpha[o] * (base - 2 * (pc[o] - corr[o])) [* scale]
