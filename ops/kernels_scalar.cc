@@ -28,7 +28,7 @@ void BitpackScalar(const float* x, int64_t rows, int64_t c, uint64_t* out) {
 
 void XnorEpilogueScalar(const int32_t* pc, const int32_t* corr, int64_t oc, int32_t base,
                         const float* scale, const float* alpha, const float* bias, bool relu,
-                        float* out) {
+                        float* out, bool /*stream: plain stores only*/) {
   for (int64_t o = 0; o < oc; ++o) {
     const int32_t cnt = corr ? pc[o] - corr[o] : pc[o];
     float y = static_cast<float>(base - 2 * cnt) * alpha[o];

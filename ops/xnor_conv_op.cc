@@ -12,6 +12,8 @@
 // word of a pixel or filter are masked off, whatever the caller put there.
 // Output: alpha[o] * dot (* input_scale[b, y, x]) + bias[o], optional ReLU; the
 // Dot variant returns the int32 dot itself (for exact tests and custom epilogues).
+#include <xmmintrin.h>  // _mm_sfence (SSE, baseline x86-64)
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -384,6 +386,12 @@ class XnorConvOp : public OpKernel {
     // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
     // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
     // kernel's layout), in blocks of about equal size, at most kMaxBlock.
+    // Outputs far larger than a core's caches (batch 32: 7-16 MB a layer) go
+    // out with non-temporal stores: a plain store first reads each line in,
+    // which cost L2 at batch 32 ~5% of its time on one core (docs/binary.md).
+    // Batch-1 outputs (<= 0.5 MB) stay in cache for the next layer.
+    constexpr int64_t kStreamBytes = int64_t{4} << 20;
+    const bool stream = !kDot && out->NumElements() * int64_t{4} >= kStreamBytes;
     auto compute = [&](int64_t p_begin, int64_t p_end, int64_t o0, int64_t o1) {
       const int64_t noc = o1 - o0;
       const int64_t n = p_end - p_begin;
@@ -468,10 +476,12 @@ class XnorConvOp : public OpKernel {
             for (int64_t o = 0; o < noc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
           } else {
             kern.epilogue(row, c, noc, base, scale ? scale + p0 + i : nullptr, alpha + o0,
-                          bias + o0, relu_, out->flat<float>().data() + (p0 + i) * oc + o0);
+                          bias + o0, relu_, out->flat<float>().data() + (p0 + i) * oc + o0,
+                          stream);
           }
         }
       }
+      if (stream) _mm_sfence();  // the streamed lines are visible before the shard reports done
     };
     // Cost in cycles: roughly one cycle per word pair on AVX2.
     if (serial) {

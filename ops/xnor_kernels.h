@@ -47,10 +47,12 @@ struct XnorKernel {
   // rows x c floats -> rows x ceil(c/64) words; padding bits are 0.
   void (*bitpack)(const float* x, int64_t rows, int64_t c, uint64_t* out);
   // One output pixel: out[o] = alpha[o] * (base - 2 * (pc[o] - corr[o])) [* scale]
-  // + bias[o], then ReLU if relu; corr may be null (no padded taps).
+  // + bias[o], then ReLU if relu; corr may be null (no padded taps). stream:
+  // non-temporal stores where the kernel has them (outputs far larger than
+  // the caches; the caller fences before the output is read).
   void (*epilogue)(const int32_t* pc, const int32_t* corr, int64_t out_channels, int32_t base,
                    const float* scale, const float* alpha, const float* bias, bool relu,
-                   float* out);
+                   float* out, bool stream);
   // Roofline probe: sum of popcount(a[i] ^ b[i]), i < n (n a multiple of 64),
   // with the fastest long-stream method known for the ISA.
   uint64_t (*xor_popcount_stream)(const uint64_t* a, const uint64_t* b, int64_t n);
@@ -114,11 +116,11 @@ const BwKernel& BwKernelAvx512();
 // Portable helpers shared by the kernel files (defined in kernels_scalar.cc).
 void XnorEpilogueScalar(const int32_t* pc, const int32_t* corr, int64_t out_channels,
                         int32_t base, const float* scale, const float* alpha, const float* bias,
-                        bool relu, float* out);
+                        bool relu, float* out, bool stream);
 // AVX2 version (kernels_avx2.cc); the AVX-512 table uses it too.
 void XnorEpilogueAvx2(const int32_t* pc, const int32_t* corr, int64_t out_channels, int32_t base,
                       const float* scale, const float* alpha, const float* bias, bool relu,
-                      float* out);
+                      float* out, bool stream);
 void BitpackScalar(const float* x, int64_t rows, int64_t c, uint64_t* out);
 
 // SketchtfNormBitpack's work for one output pixel, AVX-512 (kernels_avx512.cc;

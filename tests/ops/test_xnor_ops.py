@@ -112,6 +112,18 @@ def test_xnor_conv_matches_sign_conv_reference(path, case):
     np.testing.assert_allclose(got, np.maximum(ref, 0), rtol=1e-5, atol=1e-4)
 
 
+def test_large_outputs_take_the_streaming_stores_and_stay_exact(path):
+    """An output of >= 4 MB is written with non-temporal stores (xnor_conv_op.cc,
+    kStreamBytes); 9 x 31 x 31 x 128 floats is 4.4 MB. Every value, borders
+    (SAME padding) included, must match the sign-conv reference."""
+    case = (9, 31, 31, 64, 128, (5, 5), (1, 1), "SAME")
+    x, wt, alpha, bias, dot = conv_case(case, seed=9)
+    xp, fp = xnor.bitpack_channels(x, path=path), xnor.pack_filter(wt, path=path)
+    got = xnor.xnor_conv2d(xp, fp, alpha, bias, 64, 1, "SAME", fused_relu=True, path=path)
+    assert got.numpy().nbytes >= 4 << 20
+    np.testing.assert_allclose(got, np.maximum(dot * alpha + bias, 0), rtol=1e-5, atol=1e-4)
+
+
 # Binary-weight shapes that steer the AVX-512 kernel: 1-2 output positions take
 # its masked-add rows path (padded taps, channels not a multiple of 16, 64);
 # 3 tiles of 8 positions are one 16-lane pair plus a lone 8-lane tile.
