@@ -383,15 +383,15 @@ class XnorConvOp : public OpKernel {
     const bool serial = mode == SplitModeT::kSerial || threads <= 1;
     const XnorSplit split =
         PlanXnorSplit(CeilDiv(npix_total, kMaxBlock), oc, threads, mode);
-    // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
-    // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
-    // kernel's layout), in blocks of about equal size, at most kMaxBlock.
     // Outputs far larger than a core's caches (batch 32: 7-16 MB a layer) go
     // out with non-temporal stores: a plain store first reads each line in,
-    // which cost L2 at batch 32 ~5% of its time on one core (docs/binary.md).
+    // which cost L2 at batch 32 6-12% of its time on one core (docs/binary.md).
     // Batch-1 outputs (<= 0.5 MB) stay in cache for the next layer.
     constexpr int64_t kStreamBytes = int64_t{4} << 20;
     const bool stream = !kDot && out->NumElements() * int64_t{4} >= kStreamBytes;
+    // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
+    // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
+    // kernel's layout), in blocks of about equal size, at most kMaxBlock.
     auto compute = [&](int64_t p_begin, int64_t p_end, int64_t o0, int64_t o1) {
       const int64_t noc = o1 - o0;
       const int64_t n = p_end - p_begin;
@@ -400,7 +400,7 @@ class XnorConvOp : public OpKernel {
       const uint64_t* fsub = fprep.data() + kern.filter_words(o0, kp);
       // Patches: with popcount_rows, k_h row pointers per pixel, straight into
       // the input where a kernel row lies inside it (no copy: the copy cost
-      // ~10% of L2 at batch 32 on one core), else at a zero row or at a row
+      // ~5% of L2 at batch 32 on one core), else at a zero row or at a row
       // rebuilt in `patches` (taps in the padding as zero words, or a partial
       // last word masked); without it, every patch copied (im2col).
       const int64_t rw = k_w * words;
