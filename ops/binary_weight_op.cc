@@ -58,7 +58,7 @@ absl::Status MergeOutChannels(InferenceContext* c, DimensionHandle* out_c) {
 // SKETCHTF_XNOR_SPLIT=pixels restores the cost-model sharding for the latter,
 // =serial runs everything on the calling thread (see xnor_conv_op.cc).
 void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
-  const int64_t tiles = CeilDiv(a.batch * a.out_h * a.out_w, kBwTile);
+  const int64_t tiles = kern.units(a), unit_positions = CeilDiv(a.batch * a.out_h * a.out_w, tiles);
   auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
   const int64_t threads = std::max(1, pool->num_threads);
   int64_t ocb = a.out_c;
@@ -66,7 +66,7 @@ void RunBwTiles(OpKernelContext* ctx, const BwKernel& kern, BwConvArgs a) {
     ocb = std::max<int64_t>(32, CeilDiv(CeilDiv(a.out_c, 2 * threads), 8) * 8);
   }
   const int64_t ochunks = CeilDiv(a.out_c, ocb);
-  const int64_t cost = kBwTile * a.k_h * a.k_w * a.in_c * ocb / 8;  // ~cycles per unit
+  const int64_t cost = unit_positions * a.k_h * a.k_w * a.in_c * ocb / 8;  // ~cycles per unit
   const SplitModeT mode = SplitMode();
   const bool legacy = mode == SplitModeT::kPixels;
   if (mode == SplitModeT::kSerial) {  // one-thread baseline

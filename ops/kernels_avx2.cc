@@ -417,7 +417,7 @@ const XnorKernel& XnorKernelAvx2() {
 }
 
 const BwKernel& BwKernelAvx2() {
-  static const BwKernel k = {"avx2", Avx2BwConvTiles, 0, nullptr};
+  static const BwKernel k = {"avx2", BwTileUnits, Avx2BwConvTiles, 0, nullptr};
   return k;
 }
 

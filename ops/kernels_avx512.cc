@@ -168,27 +168,23 @@ uint64_t Avx512XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t
 
 // ------------------------------------------------------------ binary weight --
 // The lookup-table algorithm of the AVX2 kernel (see BwKernel in
-// xnor_kernels.h) on 16 positions per zmm: the op's 8-position tiles are taken
-// two at a time, so one table-entry add covers 16 positions x 4 channels.
-
-// 16 lanes' 4 consecutive channels -> 4 vectors of 16 lanes: a 4x4 transpose
-// in each 128-bit lane, lane k of row i holding src[i + 4k] (as Gather4 in
-// kernels_avx2.cc, twice as wide).
-inline void Gather4x16(const float* const src[kBwMaxLanes], int64_t c, __m512 out[4]) {
-  __m512 r[4];
-  for (int i = 0; i < 4; ++i) {
-    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src[i] + c));
-    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 4] + c), 1);
-    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 8] + c), 2);
-    r[i] = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 12] + c), 3);
-  }
-  const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
-  const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
-  out[0] = _mm512_shuffle_ps(t0, t2, 0x44);
-  out[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
-  out[2] = _mm512_shuffle_ps(t1, t3, 0x44);
-  out[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
-}
+// xnor_kernels.h) on 16 output positions per zmm. Two ways to fill the lanes:
+// - Row segments (up to 16 columns of one output row) over input rows
+//   transposed to a planar layout, [stride phase r][c][j] with element
+//   (r, c, j) = channel c of column j * stride_w + r - pad_left (0 in the
+//   padding). Column ow reads tap (kh, kw) at r = kw % stride_w, j = ow + kw /
+//   stride_w, so a group's 4 lane vectors are 4 plain loads, and each input
+//   row is transposed once (into a ring of the k_h rows in use) rather than
+//   once per tap.
+// - Flat runs of 16 positions read from NHWC with 4x4 transposes per group
+//   (16 loads, 12 inserts, 8 shuffles), when the rows are too narrow for row
+//   segments to fill their lanes (batch > 1 of outputs under 16 columns,
+//   dense layers).
+// The planar path is 4-5% faster per lane on Zen 4 (Sketch-A-Net L2..L5 at
+// batch 1); a copy of the whole input up front instead of the ring cost 5-10%
+// at batch 32, and row-spanning segments (two masked loads per lane vector)
+// lost the gain.
+constexpr int kBwLanes = 16;
 
 struct alignas(64) Zmm {
   float v[16];
@@ -199,14 +195,20 @@ inline __m512 Negate(__m512 v) {  // flips the sign bit (xor_ps would need AVX51
       _mm512_xor_si512(_mm512_castps_si512(v), _mm512_set1_epi32(static_cast<int>(0x80000000u))));
 }
 
-// The 16 signed sums of one channel group: entry m has -x_i where bit i of m is set.
+// The 16 signed sums of one channel group: entry m has -x_i where bit i of m
+// is set. Entry 15 - m is -(entry m): 8 adds and 8 sign flips (the flips run
+// beside the adds; Zen 4 has one zmm add a cycle).
 inline void BuildLut16(const __m512 x[4], __m512* lut) {
   const __m512 p0 = _mm512_add_ps(x[0], x[1]), p1 = _mm512_sub_ps(x[1], x[0]);
   const __m512 q0 = _mm512_add_ps(x[2], x[3]), q1 = _mm512_sub_ps(x[3], x[2]);
   const __m512 lo[4] = {p0, p1, Negate(p1), Negate(p0)};
-  const __m512 hi[4] = {q0, q1, Negate(q1), Negate(q0)};
-  for (int h = 0; h < 4; ++h)
-    for (int l = 0; l < 4; ++l) _mm512_store_ps(lut + 4 * h + l, _mm512_add_ps(lo[l], hi[h]));
+  const __m512 hi[2] = {q0, q1};
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 4; ++l) {
+      const __m512 e = _mm512_add_ps(lo[l], hi[h]);
+      _mm512_store_ps(reinterpret_cast<float*>(lut + 4 * h + l), e);
+      _mm512_store_ps(reinterpret_cast<float*>(lut + 15 - 4 * h - l), Negate(e));
+    }
 }
 
 // Entry selected by nibble G of w in table G (16 entries of 64 bytes): the
@@ -222,84 +224,257 @@ inline const float* Entry16(const char* luts, uint64_t w) {
   return reinterpret_cast<const float*>(luts + G * 1024 + off);
 }
 
+// Groups 4..G-1 into the four chains s[g & 3].
 template <int G>
 inline __attribute__((always_inline)) void AddGroups16(const char* luts, uint64_t w, __m512* s) {
-  if constexpr (G > 0) {
+  if constexpr (G > 4) {
     AddGroups16<G - 1>(luts, w, s);
     s[(G - 1) & 3] = _mm512_add_ps(s[(G - 1) & 3], _mm512_load_ps(Entry16<G - 1>(luts, w)));
   }
 }
 
-// One word (64 channels from c0) of every lane into the tables, then every
-// output channel adds its entries. ng < 16 only for the last, partial word.
-inline void Avx512BwWord(const BwConvArgs& a, const float* const src[kBwMaxLanes], int64_t c0,
-                         const uint64_t* wrow, __m512* lut, __m512* acc) {
-  const int64_t oc = a.out_c;
-  const int64_t nc = a.in_c - c0 < 64 ? a.in_c - c0 : 64;
-  const int full = static_cast<int>(nc / 4);
-  for (int g = 0; g < full; ++g) {
-    __m512 x[4];
-    Gather4x16(src, c0 + 4 * g, x);
-    BuildLut16(x, lut + 16 * g);
+// Every output channel's 16 entries of a full word: four independent add
+// chains that start from groups 0..3, not from zeros (3 adds of 0 in 19 cost
+// ~3% of a layer on the planar path). kFirst: sets acc.
+template <bool kFirst>
+inline void LookupWord16(const char* luts, const uint64_t* wrow, int64_t oc, __m512* acc) {
+  for (int64_t o = 0; o < oc; ++o) {
+    const uint64_t w = wrow[o];
+    const __m512 e0 = _mm512_load_ps(Entry16<0>(luts, w));
+    __m512 s[4] = {kFirst ? e0 : _mm512_add_ps(acc[o], e0), _mm512_load_ps(Entry16<1>(luts, w)),
+                   _mm512_load_ps(Entry16<2>(luts, w)), _mm512_load_ps(Entry16<3>(luts, w))};
+    AddGroups16<16>(luts, w, s);
+    acc[o] = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
   }
-  int ng = full;
-  if (nc % 4) {  // a partial group: the missing channels are zeros
-    alignas(64) float part[4][kBwMaxLanes] = {};
-    for (int i = 0; i < nc % 4; ++i)
-      for (int l = 0; l < kBwMaxLanes; ++l) part[i][l] = src[l][c0 + 4 * full + i];
-    __m512 x[4];
-    for (int i = 0; i < 4; ++i) x[i] = _mm512_load_ps(part[i]);
-    BuildLut16(x, lut + 16 * full);
-    ++ng;
-  }
+}
+
+// Every output channel adds (first: sets) its entries of the word's ng
+// tables (ng < 16 only for the last, partial word).
+inline void LookupWord(const __m512* lut, int ng, const uint64_t* wrow, int64_t oc, bool first,
+                       __m512* acc) {
   const char* luts = reinterpret_cast<const char*>(lut);
-  if (ng == 16) {
-    for (int64_t o = 0; o < oc; ++o) {
-      __m512 s[4] = {acc[o], _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      AddGroups16<16>(luts, wrow[o], s);  // four independent add chains
-      acc[o] = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
-    }
+  if (ng == 16 && first) {
+    LookupWord16<true>(luts, wrow, oc, acc);
+  } else if (ng == 16) {
+    LookupWord16<false>(luts, wrow, oc, acc);
   } else {
     for (int64_t o = 0; o < oc; ++o) {
       const uint64_t w = wrow[o];
-      __m512 s = acc[o];
+      __m512 s = first ? _mm512_setzero_ps() : acc[o];
       for (int g = 0; g < ng; ++g) s = _mm512_add_ps(s, lut[16 * g + ((w >> (4 * g)) & 15)]);
       acc[o] = s;
     }
   }
 }
 
-void Avx512BwConvTiles(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end) {
-  const int64_t oc = a.out_c;
+// Output positions pos0 .. pos0 + lanes - 1 (consecutive) from acc.
+inline void BwEpilogue(const BwConvArgs& a, const __m512* acc, int64_t pos0, int lanes) {
+  alignas(64) float vals[kBwLanes];
+  float* out = a.output + pos0 * a.out_ld;
+  for (int64_t o = 0; o < a.out_c; ++o) {  // acc[o] holds 16 positions; the output wants [position][o]
+    _mm512_store_ps(vals, acc[o]);
+    for (int l = 0; l < lanes; ++l) {
+      const float y = a.alpha[o] * vals[l] + a.bias[o];
+      out[l * a.out_ld + o] = (a.relu && y < 0.0f) ? 0.0f : y;
+    }
+  }
+}
+
+// ---- planar row segments
+
+// r[j] lane k -> r[k] lane j.
+inline void Transpose16x16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // u[4i + m], 128-bit lane L: column 4L + m of rows 4i..4i+3.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 x0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);  // lanes 0, 2
+    const __m512 x1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+    const __m512 y0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);  // lanes 1, 3
+    const __m512 y1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+    r[m] = _mm512_shuffle_f32x4(x0, x1, 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(x0, x1, 0xDD);
+    r[4 + m] = _mm512_shuffle_f32x4(y0, y1, 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(y0, y1, 0xDD);
+  }
+}
+
+// Input row r (over batch * in_h) of a.input in the planar layout, pw columns
+// per stride phase, at dst: 16 columns x 16 channels per transpose.
+void PlanarRow(const BwConvArgs& a, int64_t pw, int64_t r, float* dst) {
+  const int64_t s = a.stride_w, c = a.in_c;
+  const float* src = a.input + r * a.in_w * c;
+  for (int64_t ph = 0; ph < s; ++ph) {
+    float* d = dst + ph * c * pw;
+    int64_t j0 = 0;
+    for (; j0 + 4 < pw; j0 += 16) {
+      const int nj = static_cast<int>(std::min<int64_t>(16, pw - j0));
+      const __mmask16 jmask = static_cast<__mmask16>((1u << nj) - 1);
+      for (int64_t c0 = 0; c0 < c; c0 += 16) {
+        const int nc = static_cast<int>(std::min<int64_t>(16, c - c0));
+        const __mmask16 cmask = static_cast<__mmask16>((1u << nc) - 1);
+        __m512 v[16];
+        for (int jj = 0; jj < 16; ++jj) {  // padded columns (and past pw) are zeros
+          const int64_t iw = (j0 + jj) * s + ph - a.pad_left;
+          v[jj] = jj < nj && iw >= 0 && iw < a.in_w
+                      ? _mm512_maskz_loadu_ps(cmask, src + iw * c + c0)
+                      : _mm512_setzero_ps();
+        }
+        Transpose16x16(v);
+        for (int k = 0; k < nc; ++k) _mm512_mask_storeu_ps(d + (c0 + k) * pw + j0, jmask, v[k]);
+      }
+    }
+    for (; j0 < pw; ++j0) {  // a few last columns (kernel overhang): a transpose would waste most
+      const int64_t iw = j0 * s + ph - a.pad_left;
+      const bool pad = iw < 0 || iw >= a.in_w;
+      for (int64_t k = 0; k < c; ++k) d[k * pw + j0] = pad ? 0.0f : src[iw * c + k];
+    }
+  }
+}
+
+// Output row segments [seg_begin, seg_end), ceil(out_w / 16) per output row.
+void PlanarSegments(const BwConvArgs& a, int64_t seg_begin, int64_t seg_end) {
+  // Locals, not a's fields, in the loops: the table stores go through
+  // __m512*, which may alias anything and would make the compiler reload them.
+  const int64_t oc = a.out_c, in_c = a.in_c, nseg = CeilDiv(a.out_w, kBwLanes);
+  const int64_t pw = nseg * kBwLanes + (a.k_w - 1) / a.stride_w;  // lanes past out_w read zeros
+  const int64_t chan_stride = in_c * pw, row_floats = a.stride_w * chan_stride;
   std::vector<Zmm> acc_buf(oc), lut_buf(16 * 16);  // C++17 allocates them 64-byte aligned
+  __m512* acc = reinterpret_cast<__m512*>(acc_buf.data());
+  __m512* lut = reinterpret_cast<__m512*>(lut_buf.data());
+  // Ring of planar rows: an output row reads k_h consecutive input rows, so
+  // input row r lives in slot r % k_h; held[slot] = r, or -1.
+  std::vector<float> ring(a.k_h * row_floats);
+  std::vector<int64_t> held(a.k_h, -1);
+  for (int64_t sg = seg_begin; sg < seg_end; ++sg) {
+    const int64_t row = sg / nseg, b = row / a.out_h, oh = row % a.out_h;
+    const int64_t ow0 = (sg % nseg) * kBwLanes;
+    bool first = true;  // no word added yet
+    for (int64_t kh = 0; kh < a.k_h; ++kh) {
+      const int64_t ih = oh * a.stride_h + kh - a.pad_top;
+      if (ih < 0 || ih >= a.in_h) continue;  // a padded row adds 0 to every lane
+      const int64_t r = b * a.in_h + ih, slot = r % a.k_h;
+      float* in_row = ring.data() + slot * row_floats;
+      if (held[slot] != r) {
+        PlanarRow(a, pw, r, in_row);
+        held[slot] = r;
+      }
+      for (int64_t kw = 0; kw < a.k_w; ++kw) {
+        const float* x = in_row + (kw % a.stride_w) * chan_stride + ow0 + kw / a.stride_w;
+        for (int64_t j = 0; j < a.words; ++j, first = false) {
+          const int64_t c0 = 64 * j;
+          const int ng = static_cast<int>(CeilDiv(std::min<int64_t>(64, in_c - c0), 4));
+          for (int g = 0; g < ng; ++g) {
+            __m512 v[4];
+            for (int i = 0; i < 4; ++i) {  // channels past in_c (a partial group) are zeros
+              const int64_t c = c0 + 4 * g + i;
+              v[i] = c < in_c ? _mm512_loadu_ps(x + c * pw) : _mm512_setzero_ps();
+            }
+            BuildLut16(v, lut + 16 * g);
+          }
+          LookupWord(lut, ng, a.weights + ((kh * a.k_w + kw) * a.words + j) * a.w_ld, oc, first,
+                     acc);
+        }
+      }
+    }
+    if (first)  // every tap's row is padding
+      for (int64_t o = 0; o < oc; ++o) acc[o] = _mm512_setzero_ps();
+    BwEpilogue(a, acc, row * a.out_w + ow0, static_cast<int>(std::min<int64_t>(kBwLanes, a.out_w - ow0)));
+  }
+}
+
+// ---- flat runs of 16 positions from NHWC
+
+// 16 lanes' 4 consecutive channels -> 4 vectors of 16 lanes: a 4x4 transpose
+// in each 128-bit lane, lane k of row i holding src[i + 4k] (as Gather4 in
+// kernels_avx2.cc, twice as wide).
+inline void Gather4x16(const float* const src[kBwLanes], int64_t c, __m512 out[4]) {
+  __m512 r[4];
+  for (int i = 0; i < 4; ++i) {
+    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src[i] + c));
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 4] + c), 1);
+    v = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 8] + c), 2);
+    r[i] = _mm512_insertf32x4(v, _mm_loadu_ps(src[i + 12] + c), 3);
+  }
+  const __m512 t0 = _mm512_unpacklo_ps(r[0], r[1]), t1 = _mm512_unpackhi_ps(r[0], r[1]);
+  const __m512 t2 = _mm512_unpacklo_ps(r[2], r[3]), t3 = _mm512_unpackhi_ps(r[2], r[3]);
+  out[0] = _mm512_shuffle_ps(t0, t2, 0x44);
+  out[1] = _mm512_shuffle_ps(t0, t2, 0xEE);
+  out[2] = _mm512_shuffle_ps(t1, t3, 0x44);
+  out[3] = _mm512_shuffle_ps(t1, t3, 0xEE);
+}
+
+// Flat positions [run_begin * 16, min(run_end * 16, total)).
+void FlatRuns(const BwConvArgs& a, int64_t run_begin, int64_t run_end) {
+  const int64_t oc = a.out_c, in_c = a.in_c;
+  std::vector<Zmm> acc_buf(oc), lut_buf(16 * 16);
   __m512* acc = reinterpret_cast<__m512*>(acc_buf.data());
   __m512* lut = reinterpret_cast<__m512*>(lut_buf.data());
   // Zero "pixel" for padded taps and idle lanes, wide enough for every channel offset.
   const std::vector<float> zeros(a.words * 64 + 4, 0.0f);
-  for (int64_t tile = tile_begin; tile < tile_end; tile += 2) {
-    const int max_lanes = tile + 1 < tile_end ? kBwMaxLanes : kBwTile;
+  for (int64_t run = run_begin; run < run_end; ++run) {
     BwTile t;
-    BwTileInitAt(a, tile * kBwTile, max_lanes, &t);
-    for (int64_t o = 0; o < oc; ++o) acc[o] = _mm512_setzero_ps();
+    BwTileInitAt(a, run * kBwLanes, kBwLanes, &t);
     for (int64_t kh = 0; kh < a.k_h; ++kh) {
       for (int64_t kw = 0; kw < a.k_w; ++kw) {
-        const float* src[kBwMaxLanes];
-        for (int l = 0; l < kBwMaxLanes; ++l)
-          src[l] = l < max_lanes ? BwTapPtr(a, t, l, kh, kw, zeros.data()) : zeros.data();
-        for (int64_t j = 0; j < a.words; ++j)
-          Avx512BwWord(a, src, 64 * j, a.weights + ((kh * a.k_w + kw) * a.words + j) * a.w_ld,
-                       lut, acc);
+        const float* src[kBwLanes];
+        for (int l = 0; l < kBwLanes; ++l) src[l] = BwTapPtr(a, t, l, kh, kw, zeros.data());
+        for (int64_t j = 0; j < a.words; ++j) {
+          const int64_t c0 = 64 * j, nc = std::min<int64_t>(64, in_c - c0);
+          const int full = static_cast<int>(nc / 4);
+          for (int g = 0; g < full; ++g) {
+            __m512 x[4];
+            Gather4x16(src, c0 + 4 * g, x);
+            BuildLut16(x, lut + 16 * g);
+          }
+          if (nc % 4) {  // a partial group: the missing channels are zeros
+            alignas(64) float part[4][kBwLanes] = {};
+            for (int i = 0; i < nc % 4; ++i)
+              for (int l = 0; l < kBwLanes; ++l) part[i][l] = src[l][c0 + 4 * full + i];
+            __m512 x[4];
+            for (int i = 0; i < 4; ++i) x[i] = _mm512_load_ps(part[i]);
+            BuildLut16(x, lut + 16 * full);
+          }
+          LookupWord(lut, static_cast<int>(CeilDiv(nc, 4)),
+                     a.weights + ((kh * a.k_w + kw) * a.words + j) * a.w_ld, oc,
+                     kh == 0 && kw == 0 && j == 0, acc);
+        }
       }
     }
-    // acc[o] holds 16 positions; the output wants [position][o].
-    alignas(64) float lanes[kBwMaxLanes];
-    for (int64_t o = 0; o < oc; ++o) {
-      _mm512_store_ps(lanes, acc[o]);
-      for (int l = 0; l < t.lanes; ++l) {
-        const float y = a.alpha[o] * lanes[l] + a.bias[o];
-        a.output[(t.pos0 + l) * a.out_ld + o] = (a.relu && y < 0.0f) ? 0.0f : y;
-      }
-    }
+    BwEpilogue(a, acc, t.pos0, t.lanes);
+  }
+}
+
+// Row segments when they fill their lanes about as well as flat runs: the
+// planar path's 4-5% is worth at most 5% idle lanes (batch 1, or rows of 16+
+// columns; not batch 32 of Sketch-A-Net's 15-column L3..L5, where flat runs
+// have no idle lanes, nor dense layers).
+bool UsePlanarSegments(const BwConvArgs& a) {
+  const int64_t total = a.batch * a.out_h * a.out_w;
+  const double row_fill = static_cast<double>(a.out_w) / (kBwLanes * CeilDiv(a.out_w, kBwLanes));
+  const double flat_fill = static_cast<double>(total) / (kBwLanes * CeilDiv(total, kBwLanes));
+  return row_fill >= 0.95 * flat_fill;
+}
+
+int64_t Avx512BwUnits(const BwConvArgs& a) {
+  if (UsePlanarSegments(a)) return a.batch * a.out_h * CeilDiv(a.out_w, kBwLanes);
+  return CeilDiv(a.batch * a.out_h * a.out_w, kBwLanes);
+}
+
+void Avx512BwConvTiles(const BwConvArgs& a, int64_t unit_begin, int64_t unit_end) {
+  if (UsePlanarSegments(a)) {
+    PlanarSegments(a, unit_begin, unit_end);
+  } else {
+    FlatRuns(a, unit_begin, unit_end);
   }
 }
 
@@ -449,7 +624,7 @@ void PoolMaxAvx512(const float* px, int64_t row, int64_t c, int64_t pool, float*
 // Positions <= 2 take the masked-add rows kernel: below 3 active lanes a
 // 16-lane table costs more than one masked add per 16 channels per position.
 const BwKernel& BwKernelAvx512() {
-  static const BwKernel k = {"avx512", Avx512BwConvTiles, 2, Avx512BwConvRows};
+  static const BwKernel k = {"avx512", Avx512BwUnits, Avx512BwConvTiles, 2, Avx512BwConvRows};
   return k;
 }
 

@@ -262,7 +262,7 @@ const XnorKernel& XnorKernelScalar() {
 }
 
 const BwKernel& BwKernelScalar() {
-  static const BwKernel k = {"scalar", ScalarBwConvTiles, 0, nullptr};
+  static const BwKernel k = {"scalar", BwTileUnits, ScalarBwConvTiles, 0, nullptr};
   return k;
 }
 

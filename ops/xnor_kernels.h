@@ -90,12 +90,16 @@ struct BwConvArgs {
   // bits arbitrary), for conv_rows; set only when that path runs.
   const uint64_t* filter_rows;
 };
-constexpr int kBwTile = 8;       // output positions per tile the op hands out
-constexpr int kBwMaxLanes = 16;  // a kernel may take two tiles at once (one zmm)
+constexpr int kBwTile = 8;       // output positions per tile (AVX2 and scalar)
+constexpr int kBwMaxLanes = 16;  // lanes of the widest kernel (BwTile)
 
 struct BwKernel {
   const char* name;
-  // Computes output positions [tile_begin * 8, min(tile_end * 8, total)).
+  // How many work units conv_tiles splits the output of a into (the op shards
+  // these over threads): BwTileUnits, or the kernel's own.
+  int64_t (*units)(const BwConvArgs& a);
+  // Computes units [tile_begin, tile_end) (BwTileUnits: output positions
+  // [tile_begin * 8, min(tile_end * 8, total))).
   void (*conv_tiles)(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end);
   // Outputs with at most this many positions (batch-1 dense layers, a conv
   // down to 1x1) are too thin for a lookup table over positions: the op calls
@@ -136,6 +140,10 @@ void PoolMaxAvx512(const float* px, int64_t row, int64_t c, int64_t pool, float*
 // (the popcnt instruction when the CPU has it).
 void PopcountRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* counts);
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+
+// Units of kBwTile flat output positions.
+inline int64_t BwTileUnits(const BwConvArgs& a) { return CeilDiv(a.batch * a.out_h * a.out_w, kBwTile); }
 
 // Where each lane of a binary-weight tile reads its input. For a tap (kh, kw)
 // lane l reads img[l] + ((ih0[l] + kh) * in_w + iw0[l] + kw) * in_c, or zeros

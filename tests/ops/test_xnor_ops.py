@@ -126,11 +126,18 @@ def test_large_outputs_take_the_streaming_stores_and_stay_exact(path):
 
 # Binary-weight shapes that steer the AVX-512 kernel: 1-2 output positions take
 # its masked-add rows path (padded taps, channels not a multiple of 16, 64);
-# 3 tiles of 8 positions are one 16-lane pair plus a lone 8-lane tile.
+# outputs whose rows fill 16 lanes about as well as flat runs (32 and 16
+# columns, batch 1 of 13) its row segments over planar input rows (stride
+# phases, padded rows and columns, a partial last word), the rest its flat
+# runs of 16 positions over NHWC (rows of 19 columns at batch 2).
 BW_CASES = CONV_CASES[1:7] + CONV_CASES[10:] + [
     (2, 7, 7, 70, 12, (7, 7), (1, 1), "VALID"),
     (1, 2, 2, 129, 17, (3, 3), (2, 2), "SAME"),
     (1, 4, 5, 33, 20, (3, 3), (1, 1), "SAME"),
+    (2, 9, 37, 20, 19, (3, 5), (1, 2), "SAME"),
+    (1, 8, 40, 5, 6, (2, 4), (2, 3), "VALID"),
+    (2, 6, 32, 70, 21, (3, 5), (1, 1), "SAME"),
+    (1, 9, 47, 20, 19, (5, 3), (2, 3), "SAME"),
 ]
 
 
