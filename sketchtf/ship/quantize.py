@@ -12,7 +12,9 @@ The config's `quantize` section drives it:
   representative_size, worst_boost, probe_per_class: PTQ calibration set (below)
   freeze_bn, distill  fine-tune with BatchNorm frozen / against the float model's logits
   select          "gate": keep the fine-tune epoch that best meets the per-class
-                  ship gate on valid (GateScore); "": train.keep_best decides
+                  ship gate on valid (GateScore) as the Keras QAT model scores it;
+                  "gate_tflite": as its INT8 TFLite conversion scores it (what
+                  ships); "": train.keep_best decides
 Output in the workdir: the usual training files (QAT), and tflite/ with
 float.tflite (train-vs-inference gate), ptq_int8.tflite, qat_int8.tflite (QAT)
 and quantize.json (layer annotations, calibration counts, file sizes).
@@ -270,7 +272,9 @@ def quantize_defaults():
     # distill: fine-tune against the float model's own logits (alpha weighs the labels, as in
     # sketchtf.distill); freeze_bn: BatchNormalization in inference mode during the fine-tune.
     # select: "gate" keeps the fine-tune epoch GateScore prefers on valid (the per-class gate's
-    # own measure, then top-1); "" leaves it to train.keep_best / select_on (default: last epoch).
+    # own measure, then top-1) as the Keras QAT model scores it; "gate_tflite" as the INT8 TFLite
+    # file that epoch converts to scores it (what ships; a conversion per evaluated epoch);
+    # "" leaves it to train.keep_best / select_on (default: last epoch).
     return ml_collections.ConfigDict(dict(mode="qat", float_workdir="", io_dtype="int8", freeze_bn=False,
                                           distill=False, distill_alpha=0.0, distill_temperature=1.0,
                                           select="",
@@ -321,18 +325,39 @@ class GateScore(keras.callbacks.Callback):
     top-1 / 10 - max(0, that loss): a loss of 0.1 pt in any class outweighs any
     top-1 difference, and among epochs losing no class the higher top-1 wins. With
     train.select_on="val_gate_score" the kept epoch is the one the gate would
-    choose. `evaluator` is set by trainer.standard_callbacks."""
+    choose. `evaluator` is set by trainer.standard_callbacks.
 
-    def __init__(self, float_scores):
+    tflite_scores (optional): a function returning the metrics of the model as
+    it would ship (its INT8 TFLite conversion) on the same split; the score is
+    then that file's (val_tflite_top1 logged beside the Keras val_top1), since
+    the conversion can move drawings the fake-quant Keras model classifies
+    right."""
+
+    def __init__(self, float_scores, tflite_scores=None):
         super().__init__()
         self.float_scores = float_scores
+        self.tflite_scores = tflite_scores
         self.evaluator = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or "val_top1" not in logs:  # the evaluator did not run this epoch
             return
-        loss = max(per_class_loss_pts(self.float_scores, self.evaluator.last).values())
-        logs.update(val_max_class_loss_pts=loss, val_gate_score=float(logs["val_top1"]) / 10.0 - max(0.0, loss))
+        scores = self.evaluator.last
+        if self.tflite_scores is not None:
+            scores = self.tflite_scores()
+            logs["val_tflite_top1"] = float(scores["top1"])
+        loss = max(per_class_loss_pts(self.float_scores, scores).values())
+        logs.update(val_max_class_loss_pts=loss, val_gate_score=float(scores["top1"]) / 10.0 - max(0.0, loss))
+
+
+def _tflite_scorer(qm, cal, io_dtype, eval_ds, class_names):
+    """GateScore's tflite_scores: the metrics on eval_ds of qm's INT8 TFLite
+    conversion, as it is at the call."""
+    from sketchtf.ship.tflite_runner import TFLiteClassifier, predict_scores_tflite
+
+    def scores():
+        return predict_scores_tflite(TFLiteClassifier(to_tflite(qm, cal, io_dtype)), eval_ds, class_names)[0]
+    return scores
 
 
 def _qat_fit_model(qm, float_model, q, config, steps, strategy):
@@ -364,9 +389,9 @@ def quantize_and_export(config, workdir) -> dict:
     q.update(dict(config.get("quantize", {})))
     if q.mode not in ("qat", "ptq"):
         raise ValueError(f"config.quantize.mode must be 'qat' or 'ptq', got {q.mode!r}")
-    if q.select not in ("", "gate"):
-        raise ValueError(f"config.quantize.select must be '' or 'gate', got {q.select!r}")
-    if q.select == "gate":  # keep_best on the gate's measure; _selection_callbacks refuses eval_split test
+    if q.select not in ("", "gate", "gate_tflite"):
+        raise ValueError(f"config.quantize.select must be '', 'gate' or 'gate_tflite', got {q.select!r}")
+    if q.select:  # keep_best on the gate's measure; _selection_callbacks refuses eval_split test
         config.train.keep_best, config.train.select_on = True, "val_gate_score"
     config.quantize = q
     strategy = trainer.start_run(config, workdir)  # the same setup as train: strategy, seed, precision
@@ -394,11 +419,13 @@ def quantize_and_export(config, workdir) -> dict:
             steps = int(config.train.get("steps_per_epoch", 0) or info.steps_per_epoch)
             fit_model, extra = _qat_fit_model(qm, float_model, q, config, steps, strategy)
             metric_cbs = []
-            if q.select == "gate":
+            if q.select:
                 from sketchtf.evaluation.scoring import predict_scores
                 float_scores, _ = predict_scores(float_model, eval_ds, class_names)
-                metric_cbs.append(GateScore(float_scores))
-                extra.update(select="gate", float_eval_top1=float_scores["top1"])
+                tflite_scores = (_tflite_scorer(qm, cal, q.io_dtype, eval_ds, class_names)
+                                 if q.select == "gate_tflite" else None)
+                metric_cbs.append(GateScore(float_scores, tflite_scores))
+                extra.update(select=q.select, float_eval_top1=float_scores["top1"])
             result = trainer.fit_and_report(qm, config, workdir, train_ds, info, eval_ds, einfo,
                                             title=f"QAT {config.model.name} on {config.data.source}",
                                             fit_model=fit_model, extra=extra, metric_callbacks=metric_cbs)

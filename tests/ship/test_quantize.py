@@ -170,7 +170,9 @@ def test_gate_score_puts_any_lost_class_before_top1():
     assert "val_gate_score" not in skipped
 
 
-def test_qat_select_gate_keeps_the_epoch_with_the_best_gate_score(tmp_path):
+def _tiny_qat_run(tmp_path, select, epochs):
+    """A tiny float run and a QAT fine-tune of it choosing on valid with
+    quantize.select: (config, workdir, quantize summary, history rows)."""
     import csv
     from sketchtf.training import trainer
     float_cfg = smoke(experiment("sketchnet"), image_size=32)
@@ -180,13 +182,49 @@ def test_qat_select_gate_keeps_the_epoch_with_the_best_gate_score(tmp_path):
     c = smoke(experiment("sketchnet"), image_size=32)
     c.data.update(dict(synthetic_per_class=6, valid_fraction=0.3))
     c.eval_split = "valid"
-    c.train.update(dict(epochs=3, lr=3e-2))
+    c.train.update(dict(epochs=epochs, lr=3e-2))
     c.quantize = quantize.quantize_defaults()
     c.quantize.update(dict(float_workdir=str(tmp_path / "float"), representative_size=24, probe_per_class=2,
-                           select="gate"))
+                           select=select))
     wd = tmp_path / "qat"
-    quantize.quantize_and_export(c, str(wd))
-    rows = list(csv.DictReader(open(wd / "history.csv")))
+    out = quantize.quantize_and_export(c, str(wd))
+    return c, wd, out, list(csv.DictReader(open(wd / "history.csv")))
+
+
+def test_gate_score_can_score_the_tflite_file_instead_of_keras():
+    """With tflite_scores the gate's measure is the converted file's, not the
+    Keras QAT model's: here Keras loses nothing but the file loses 3 pt in b."""
+    float_scores = _scores(0.9, dict(a=0.9, b=0.9))
+    gate = quantize.GateScore(float_scores, tflite_scores=lambda: _scores(0.89, dict(a=0.91, b=0.87)))
+    gate.evaluator = type("E", (), {})()
+    gate.evaluator.last = _scores(0.92, dict(a=0.92, b=0.92))
+    logs = {"val_top1": 0.92}
+    gate.on_epoch_end(0, logs)
+    assert logs["val_tflite_top1"] == pytest.approx(0.89)
+    assert logs["val_max_class_loss_pts"] == pytest.approx(3.0)
+    assert logs["val_gate_score"] == pytest.approx(0.089 - 3.0)
+
+
+def test_qat_select_gate_tflite_keeps_the_epoch_whose_file_scores_best(tmp_path):
+    """select="gate_tflite": every evaluated epoch is converted and scored as a
+    TFLite file; the kept epoch is the best of those, and the shipped
+    qat_int8.tflite (converted from it) scores on valid what that epoch logged."""
+    from sketchtf.ship.tflite_runner import evaluate_tflite
+    c, wd, out, rows = _tiny_qat_run(tmp_path, "gate_tflite", epochs=2)
+    assert len(rows) == 2 and all("val_tflite_top1" in r for r in rows)
+    scores = [float(r["val_gate_score"]) for r in rows]
+    best = json.loads((wd / "checkpoints" / "best" / "best.json").read_text())
+    assert best["monitor"] == "val_gate_score" and best["epoch"] == 1 + int(np.argmax(scores))
+    kept = rows[int(np.argmax(scores))]
+    assert float(kept["val_gate_score"]) == pytest.approx(
+        float(kept["val_tflite_top1"]) / 10 - max(0.0, float(kept["val_max_class_loss_pts"])), abs=1e-6)
+    shipped, _ = evaluate_tflite(str(wd), out["files"]["qat_int8"], split="valid")
+    assert shipped["top1"] == pytest.approx(float(kept["val_tflite_top1"]), abs=1e-6)
+    assert json.loads((wd / "metrics.json").read_text())["extra"]["select"] == "gate_tflite"
+
+
+def test_qat_select_gate_keeps_the_epoch_with_the_best_gate_score(tmp_path):
+    c, wd, _, rows = _tiny_qat_run(tmp_path, "gate", epochs=3)
     assert len(rows) == 3
     for r in rows:
         loss = float(r["val_max_class_loss_pts"])
