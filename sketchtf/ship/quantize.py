@@ -328,10 +328,10 @@ class GateScore(keras.callbacks.Callback):
     choose. `evaluator` is set by trainer.standard_callbacks.
 
     tflite_scores (optional): a function returning the metrics of the model as
-    it would ship (its INT8 TFLite conversion) on the same split; the score is
-    then that file's (val_tflite_top1 logged beside the Keras val_top1), since
-    the conversion can move drawings the fake-quant Keras model classifies
-    right."""
+    it would ship (its INT8 TFLite conversion) on the same split; the score and
+    class loss are then that file's (the conversion can move drawings the
+    fake-quant Keras model classifies right), with val_tflite_top1 and, for
+    comparison, val_keras_max_class_loss_pts logged too."""
 
     def __init__(self, float_scores, tflite_scores=None):
         super().__init__()
@@ -343,7 +343,8 @@ class GateScore(keras.callbacks.Callback):
         if logs is None or "val_top1" not in logs:  # the evaluator did not run this epoch
             return
         scores = self.evaluator.last
-        if self.tflite_scores is not None:
+        if self.tflite_scores is not None:  # the Keras model's class loss stays logged beside the file's
+            logs["val_keras_max_class_loss_pts"] = max(per_class_loss_pts(self.float_scores, scores).values())
             scores = self.tflite_scores()
             logs["val_tflite_top1"] = float(scores["top1"])
         loss = max(per_class_loss_pts(self.float_scores, scores).values())

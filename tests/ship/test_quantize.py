@@ -202,6 +202,7 @@ def test_gate_score_can_score_the_tflite_file_instead_of_keras():
     gate.on_epoch_end(0, logs)
     assert logs["val_tflite_top1"] == pytest.approx(0.89)
     assert logs["val_max_class_loss_pts"] == pytest.approx(3.0)
+    assert logs["val_keras_max_class_loss_pts"] == pytest.approx(-2.0)  # Keras gains 2 pt in each class
     assert logs["val_gate_score"] == pytest.approx(0.089 - 3.0)
 
 
