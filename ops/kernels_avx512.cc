@@ -181,9 +181,9 @@ uint64_t Avx512XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t
 //   segments to fill their lanes (batch > 1 of outputs under 16 columns,
 //   dense layers).
 // The planar path is 4-5% faster per lane on Zen 4 (Sketch-A-Net L2..L5 at
-// batch 1); a copy of the whole input up front instead of the ring cost 5-10%
-// at batch 32, and row-spanning segments (two masked loads per lane vector)
-// lost the gain.
+// batch 1); a copy of the whole input up front instead of the ring cost up to
+// 10% a layer at batch 32, and row-spanning segments (two masked loads per
+// lane vector) lost the gain.
 constexpr int kBwLanes = 16;
 
 struct alignas(64) Zmm {
