@@ -184,7 +184,7 @@ uint64_t Avx512XorPopcountRegister(const uint64_t* a, const uint64_t* b, int64_t
 // batch 1); a copy of the whole input up front instead of the ring cost up to
 // 10% a layer at batch 32, and row-spanning segments (two masked loads per
 // lane vector) lost the gain.
-constexpr int kBwLanes = 16;
+constexpr int kBwLanes = kBwMaxLanes;  // floats in one zmm (BwTile holds as many)
 
 struct alignas(64) Zmm {
   float v[16];

@@ -141,7 +141,6 @@ void PoolMaxAvx512(const float* px, int64_t row, int64_t c, int64_t pool, float*
 void PopcountRows(const uint64_t* w, int64_t rows, int64_t words, int32_t* counts);
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-
 // Units of kBwTile flat output positions.
 inline int64_t BwTileUnits(const BwConvArgs& a) { return CeilDiv(a.batch * a.out_h * a.out_w, kBwTile); }
 
