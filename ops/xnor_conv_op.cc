@@ -281,6 +281,86 @@ std::shared_ptr<const PreparedFilter> PrepareFilter(const Tensor& f, const XnorK
   return p;
 }
 
+// SAME padding's corrections for one input size: filter popcount over the
+// padded taps, per output row kind x column kind (a kind is the run of valid
+// taps the window has along that axis: 3 each for a 3x3 SAME conv on 15x15).
+// Built once per prepared filter and input size, not on every call: per call
+// and shard they were ~8 vector allocations and a pass over the prefix table
+// (issue 17: a few microseconds of a 40 us batch-1 shard).
+struct BorderCorrections {
+  int64_t in_h, in_w;
+  std::vector<int32_t> row_kind, col_kind;  // per output row / column
+  int64_t col_kinds;
+  std::vector<uint8_t> full_row, full_col;  // per kind: every tap valid
+  std::vector<int32_t> table;               // [row kind][col kind][oc]
+  // Correction for output (r, c) over filters [o0, ...), nullptr when none.
+  const int32_t* at(int64_t r, int64_t c, int64_t oc, int64_t o0) const {
+    const int32_t rk = row_kind[r], ck = col_kind[c];
+    if (full_row[rk] && full_col[ck]) return nullptr;
+    return table.data() + (rk * col_kinds + ck) * oc + o0;
+  }
+};
+
+// Distinct [first, last) valid-tap runs along one axis, and each output's run.
+static void TapKinds(const Window& w, int64_t in, int64_t k, int64_t stride,
+                     std::vector<int32_t>* kind_of, std::vector<std::pair<int64_t, int64_t>>* kinds) {
+  kind_of->resize(w.out);
+  for (int64_t r = 0; r < w.out; ++r) {
+    const int64_t i0 = r * stride - w.pad_before;
+    const std::pair<int64_t, int64_t> run{std::max<int64_t>(0, -i0), std::min(k, in - i0)};
+    auto it = std::find(kinds->begin(), kinds->end(), run);
+    (*kind_of)[r] = static_cast<int32_t>(it - kinds->begin());
+    if (it == kinds->end()) kinds->push_back(run);
+  }
+}
+
+std::shared_ptr<const BorderCorrections> BuildCorrections(const PreparedFilter& pf, int64_t in_h,
+                                                          int64_t in_w, const Window& wh,
+                                                          const Window& ww, int64_t stride_h,
+                                                          int64_t stride_w) {
+  auto bc = std::make_shared<BorderCorrections>();
+  bc->in_h = in_h;
+  bc->in_w = in_w;
+  std::vector<std::pair<int64_t, int64_t>> rows, cols;
+  TapKinds(wh, in_h, pf.k_h, stride_h, &bc->row_kind, &rows);
+  TapKinds(ww, in_w, pf.k_w, stride_w, &bc->col_kind, &cols);
+  bc->col_kinds = static_cast<int64_t>(cols.size());
+  for (const auto& r : rows) bc->full_row.push_back(r.first == 0 && r.second == pf.k_h);
+  for (const auto& c : cols) bc->full_col.push_back(c.first == 0 && c.second == pf.k_w);
+  const int64_t oc = pf.oc, pw = pf.k_w + 1;
+  const int32_t* p = pf.prefix.data();
+  bc->table.resize(rows.size() * cols.size() * oc);
+  int32_t* dst = bc->table.data();
+  for (const auto& r : rows) {
+    for (const auto& c : cols) {
+      // Filter popcount over the padded taps = total - the valid rectangle.
+      const int32_t* tot = p + (pf.k_h * pw + pf.k_w) * oc;
+      const int32_t* r11 = p + (r.second * pw + c.second) * oc;
+      const int32_t* r01 = p + (r.first * pw + c.second) * oc;
+      const int32_t* r10 = p + (r.second * pw + c.first) * oc;
+      const int32_t* r00 = p + (r.first * pw + c.first) * oc;
+      for (int64_t o = 0; o < oc; ++o, ++dst) *dst = tot[o] - (r11[o] - r01[o] - r10[o] + r00[o]);
+    }
+  }
+  return bc;
+}
+
+// Per-thread buffers of XnorConv2D's shards, grown as needed and kept between
+// calls: allocating (and zeroing) them on every call cost each batch-1 shard
+// about as much as the corrections did. Every word a shard reads from
+// patches, scratch or pc it has written first in the same call; zero_row is
+// only ever read.
+struct XnorShardBuffers {
+  std::vector<uint64_t> patches, scratch, zero_row;
+  std::vector<const uint64_t*> rows;
+  std::vector<int32_t> pc;
+};
+template <typename T>
+static T* AtLeast(std::vector<T>* v, int64_t n) {
+  if (static_cast<int64_t>(v->size()) < n) v->resize(n);
+  return v->data();
+}
+
 template <bool kDot>
 class XnorConvOp : public OpKernel {
  public:
@@ -358,10 +438,11 @@ class XnorConvOp : public OpKernel {
     const int64_t taps = k_h * k_w, k = taps * words;
     const int64_t kp = CeilDiv(k, kern.k_align) * kern.k_align;
     const uint64_t mask = LastWordMask(in_channels_);
-    const int64_t pw = k_w + 1;
     const std::shared_ptr<const PreparedFilter> pf = Filter(f, kern, path);
     const std::vector<uint64_t>& fprep = pf->fprep;
-    const std::vector<int32_t>& prefix = pf->prefix;  // empty unless SAME
+    // SAME padding's per-border-kind corrections (nullptr for VALID).
+    const std::shared_ptr<const BorderCorrections> bc =
+        same_ ? Corrections(pf, in_h, in_w, wh, ww) : nullptr;
 
     const uint64_t* xsrc = reinterpret_cast<const uint64_t*>(x.flat<int64_t>().data());
     const int64_t out_h = wh.out, out_w = ww.out;
@@ -405,38 +486,16 @@ class XnorConvOp : public OpKernel {
       // last word masked); without it, every patch copied (im2col).
       const int64_t rw = k_w * words;
       const bool by_rows = kern.popcount_rows != nullptr && kp == k;
-      std::vector<uint64_t> patches(block * kp);
-      std::vector<const uint64_t*> rows(by_rows ? block * k_h : 0);
-      const std::vector<uint64_t> zero_row(rw, 0);
-      std::vector<uint64_t> scratch(kern.scratch_words(block, kp) + 8);
-      std::vector<int32_t> pc(block * noc);
+      thread_local XnorShardBuffers buf;
+      uint64_t* patches = AtLeast(&buf.patches, block * kp);
+      const uint64_t** rows = AtLeast(&buf.rows, by_rows ? block * k_h : 0);
+      const uint64_t* zero_row = AtLeast(&buf.zero_row, rw);
+      uint64_t* scratch = AtLeast(&buf.scratch, kern.scratch_words(block, kp) + 8);
+      int32_t* pc = AtLeast(&buf.pc, block * noc);
       struct Valid {
         int64_t h0, h1, w0, w1;
       } valid[kMaxBlock];
-      // Filter popcounts over the padded taps depend only on which rectangle of
-      // taps is valid (a 3x3 SAME conv at stride 1 has 8 border kinds): each is
-      // built once per call of compute, not once per border pixel (~5% of L3
-      // at batch 32).
-      struct Corr {
-        Valid v;
-        std::vector<int32_t> c;
-      };
-      std::vector<Corr> corrs;
-      auto corr_for = [&](const Valid& v) -> const int32_t* {
-        for (const Corr& e : corrs)
-          if (e.v.h0 == v.h0 && e.v.h1 == v.h1 && e.v.w0 == v.w0 && e.v.w1 == v.w1)
-            return e.c.data();
-        // Filter popcount over the padded taps = total - the valid rectangle.
-        const int32_t* tot = prefix.data() + (k_h * pw + k_w) * oc + o0;
-        const int32_t* r11 = prefix.data() + (v.h1 * pw + v.w1) * oc + o0;
-        const int32_t* r01 = prefix.data() + (v.h0 * pw + v.w1) * oc + o0;
-        const int32_t* r10 = prefix.data() + (v.h1 * pw + v.w0) * oc + o0;
-        const int32_t* r00 = prefix.data() + (v.h0 * pw + v.w0) * oc + o0;
-        corrs.push_back({v, std::vector<int32_t>(noc)});
-        int32_t* c = corrs.back().c.data();
-        for (int64_t o = 0; o < noc; ++o) c[o] = tot[o] - (r11[o] - r01[o] - r10[o] + r00[o]);
-        return c;
-      };
+      const int32_t* corr[kMaxBlock];
       for (int64_t p0 = p_begin; p0 < p_end; p0 += block) {
         const int64_t np = std::min(block, p_end - p0);
         for (int64_t i = 0; i < np; ++i) {
@@ -446,14 +505,15 @@ class XnorConvOp : public OpKernel {
           const int64_t iw0 = (r % out_w) * stride_w_ - ww.pad_before;
           valid[i] = {std::max<int64_t>(0, -ih0), std::min(k_h, in_h - ih0),
                       std::max<int64_t>(0, -iw0), std::min(k_w, in_w - iw0)};
+          corr[i] = bc ? bc->at(r / out_w, r % out_w, oc, o0) : nullptr;
           const int64_t v0 = valid[i].w0;
           const bool full_row = v0 == 0 && valid[i].w1 == k_w && mask == ~uint64_t{0};
-          uint64_t* dst = patches.data() + i * kp;
+          uint64_t* dst = patches + i * kp;
           for (int64_t kh = 0; kh < k_h; ++kh, dst += rw) {
             const int64_t ih = ih0 + kh;
             const uint64_t** row = by_rows ? &rows[i * k_h + kh] : nullptr;
             if (ih < 0 || ih >= in_h) {
-              if (row) *row = zero_row.data();
+              if (row) *row = zero_row;
               else std::fill(dst, dst + rw, 0);
               continue;
             }
@@ -471,18 +531,18 @@ class XnorConvOp : public OpKernel {
             if (mask != ~uint64_t{0})
               for (int64_t t = n0 + words - 1; t < n1; t += words) dst[t] &= mask;
           }
-          if (!by_rows) std::fill(dst, patches.data() + (i + 1) * kp, 0);
+          if (!by_rows) std::fill(dst, patches + (i + 1) * kp, 0);
         }
         if (by_rows)
-          kern.popcount_rows(rows.data(), np, k_h, rw, fsub, noc, pc.data());
+          kern.popcount_rows(rows, np, k_h, rw, fsub, noc, pc);
         else
-          kern.popcount_block(patches.data(), np, kp, fsub, noc, scratch.data(), pc.data());
+          kern.popcount_block(patches, np, kp, fsub, noc, scratch, pc);
         for (int64_t i = 0; i < np; ++i) {
           const Valid& v = valid[i];
           const int64_t n_valid = (v.h1 - v.h0) * (v.w1 - v.w0);
           const int32_t base = static_cast<int32_t>(n_valid * in_channels_);
-          const int32_t* row = pc.data() + i * noc;
-          const int32_t* c = n_valid != taps ? corr_for(v) : nullptr;
+          const int32_t* row = pc + i * noc;
+          const int32_t* c = corr[i];
           if (kDot) {
             int32_t* dst = out->flat<int32_t>().data() + (p0 + i) * oc + o0;
             for (int64_t o = 0; o < noc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
@@ -540,11 +600,29 @@ class XnorConvOp : public OpKernel {
     return c;
   }
 
+  // The cached corrections if they belong to this prepared filter and input
+  // size (held alongside it: the entry keeps its filter alive), else new ones.
+  std::shared_ptr<const BorderCorrections> Corrections(
+      const std::shared_ptr<const PreparedFilter>& pf, int64_t in_h, int64_t in_w,
+      const Window& wh, const Window& ww) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (corr_ && corr_filter_ == pf && corr_->in_h == in_h && corr_->in_w == in_w) return corr_;
+    }
+    auto bc = BuildCorrections(*pf, in_h, in_w, wh, ww, stride_h_, stride_w_);
+    std::lock_guard<std::mutex> lock(mu_);
+    corr_filter_ = pf;
+    corr_ = bc;
+    return bc;
+  }
+
   int64_t in_channels_ = 0, stride_h_ = 1, stride_w_ = 1;
   bool same_ = false, relu_ = false, has_scale_ = false;
   std::string path_attr_;
   std::mutex mu_;
   std::shared_ptr<const PreparedFilter> cached_;
+  std::shared_ptr<const PreparedFilter> corr_filter_;
+  std::shared_ptr<const BorderCorrections> corr_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("SketchtfXnorConv2D").Device(tensorflow::DEVICE_CPU),

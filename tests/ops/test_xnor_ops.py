@@ -618,3 +618,21 @@ def test_prepared_filter_cache_follows_the_filter_words(path):
     np.testing.assert_array_equal(dot(var), ref(w3))
     var.assign(xnor.pack_filter(w2))
     np.testing.assert_array_equal(dot(var), ref(w2))
+
+
+def test_border_corrections_follow_the_input_size(path):
+    """XnorConv2D caches SAME padding's border corrections per prepared filter
+    and input size: one op instance fed inputs of several sizes, and back,
+    must stay exact at every size."""
+    rng = np.random.default_rng(6)
+    w = random_input(rng, (3, 3, 70, 9))
+    fp = xnor.pack_filter(w, path=path)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 2], tf.int64)])
+    def dot(xp):
+        return xnor.xnor_conv2d_dot(xp, fp, 70, [2, 1], "SAME", path=path)
+
+    for h, wd in [(5, 5), (5, 8), (9, 8), (4, 3), (5, 5)]:
+        x = random_input(rng, (1, h, wd, 70))
+        ref = tf.nn.conv2d(np_sign(x), np_sign(w), [2, 1], "SAME").numpy().astype(np.int32)
+        np.testing.assert_array_equal(dot(xnor.bitpack_channels(x, path=path)), ref, err_msg=f"{h}x{wd}")
