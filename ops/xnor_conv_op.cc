@@ -496,16 +496,18 @@ class XnorConvOp : public OpKernel {
         int64_t h0, h1, w0, w1;
       } valid[kMaxBlock];
       const int32_t* corr[kMaxBlock];
+      // Output pixel p_begin as (image, row, column), then stepped without
+      // divisions: four 64-bit divides a pixel were ~4 us of L3's 85 at batch 1.
+      int64_t b = p_begin / (out_h * out_w), oy = p_begin % (out_h * out_w) / out_w,
+              ox = p_begin % out_w;
       for (int64_t p0 = p_begin; p0 < p_end; p0 += block) {
         const int64_t np = std::min(block, p_end - p0);
         for (int64_t i = 0; i < np; ++i) {
-          const int64_t p = p0 + i;
-          const int64_t b = p / (out_h * out_w), r = p % (out_h * out_w);
-          const int64_t ih0 = (r / out_w) * stride_h_ - wh.pad_before;
-          const int64_t iw0 = (r % out_w) * stride_w_ - ww.pad_before;
+          const int64_t ih0 = oy * stride_h_ - wh.pad_before;
+          const int64_t iw0 = ox * stride_w_ - ww.pad_before;
           valid[i] = {std::max<int64_t>(0, -ih0), std::min(k_h, in_h - ih0),
                       std::max<int64_t>(0, -iw0), std::min(k_w, in_w - iw0)};
-          corr[i] = bc ? bc->at(r / out_w, r % out_w, oc, o0) : nullptr;
+          corr[i] = bc ? bc->at(oy, ox, oc, o0) : nullptr;
           const int64_t v0 = valid[i].w0;
           const bool full_row = v0 == 0 && valid[i].w1 == k_w && mask == ~uint64_t{0};
           uint64_t* dst = patches + i * kp;
@@ -532,6 +534,10 @@ class XnorConvOp : public OpKernel {
               for (int64_t t = n0 + words - 1; t < n1; t += words) dst[t] &= mask;
           }
           if (!by_rows) std::fill(dst, patches + (i + 1) * kp, 0);
+          if (++ox == out_w) {
+            ox = 0;
+            if (++oy == out_h) oy = 0, ++b;
+          }
         }
         if (by_rows)
           kern.popcount_rows(rows, np, k_h, rw, fsub, noc, pc);
