@@ -473,6 +473,9 @@ class XnorConvOp : public OpKernel {
     // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
     // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
     // kernel's layout), in blocks of about equal size, at most kMaxBlock.
+    // Checked once here: flat<T>() checks the type and alignment on every call.
+    int32_t* const out_dot = kDot ? out->flat<int32_t>().data() : nullptr;
+    float* const out_float = kDot ? nullptr : out->flat<float>().data();
     auto compute = [&](int64_t p_begin, int64_t p_end, int64_t o0, int64_t o1) {
       const int64_t noc = o1 - o0;
       const int64_t n = p_end - p_begin;
@@ -550,11 +553,11 @@ class XnorConvOp : public OpKernel {
           const int32_t* row = pc + i * noc;
           const int32_t* c = corr[i];
           if (kDot) {
-            int32_t* dst = out->flat<int32_t>().data() + (p0 + i) * oc + o0;
+            int32_t* dst = out_dot + (p0 + i) * oc + o0;
             for (int64_t o = 0; o < noc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
           } else {
             kern.epilogue(row, c, noc, base, scale ? scale + p0 + i : nullptr, alpha + o0,
-                          bias + o0, relu_, out->flat<float>().data() + (p0 + i) * oc + o0,
+                          bias + o0, relu_, out_float + (p0 + i) * oc + o0,
                           stream);
           }
         }
