@@ -470,12 +470,12 @@ class XnorConvOp : public OpKernel {
     // Batch-1 outputs (<= 0.5 MB) stay in cache for the next layer.
     constexpr int64_t kStreamBytes = int64_t{4} << 20;
     const bool stream = !kDot && out->NumElements() * int64_t{4} >= kStreamBytes;
-    // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
-    // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
-    // kernel's layout), in blocks of about equal size, at most kMaxBlock.
     // Checked once here: flat<T>() checks the type and alignment on every call.
     int32_t* const out_dot = kDot ? out->flat<int32_t>().data() : nullptr;
     float* const out_float = kDot ? nullptr : out->flat<float>().data();
+    // Output pixels [p_begin, p_end) against filters [o0, o1) (o0 a multiple of
+    // kFilterAlign, so fprep + filter_words(o0) starts a filter group of every
+    // kernel's layout), in blocks of about equal size, at most kMaxBlock.
     auto compute = [&](int64_t p_begin, int64_t p_end, int64_t o0, int64_t o1) {
       const int64_t noc = o1 - o0;
       const int64_t n = p_end - p_begin;
