@@ -51,6 +51,7 @@ CONV_CASES = [
     (1, 9, 9, 256, 3, (7, 7), (1, 1), "SAME"),     # 196 words: several counter flushes
     (1, 3, 3, 65, 40, (3, 3), (1, 1), "SAME"),     # few positions: channel-split threads
     (3, 17, 15, 128, 33, (3, 3), (1, 1), "SAME"),  # several pixel blocks
+    (1, 7, 7, 100, 29, (3, 3), (1, 1), "SAME"),    # a 4-group register block, its last group partial
 ]
 
 
