@@ -410,7 +410,7 @@ void Avx2BwConvTiles(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end) 
 
 const XnorKernel& XnorKernelAvx2() {
   static const XnorKernel k = {"avx2",           kChunkWords,      Avx2FilterWords,
-                               Avx2PrepareFilter, Avx2ScratchWords, Avx2PopcountBlock, nullptr,
+                               Avx2PrepareFilter, Avx2ScratchWords, Avx2PopcountBlock, nullptr, nullptr,
                                Avx2Bitpack,       XnorEpilogueAvx2,  Avx2XorPopcountStream,
                                kAvx2RegWords,     Avx2XorPopcountRegister};
   return k;

@@ -64,10 +64,10 @@ int64_t Avx512ScratchWords(int64_t, int64_t) { return 0; }
 // is the k_h rows rows[p * k_h + r] of rw words each (word k = r * rw + j of
 // the filter layout), so the op can point at the input instead of copying it.
 template <int P, int Q>
-inline __attribute__((always_inline)) void Avx512Block(const uint64_t* const* rows, int64_t k_h,
-                                                       int64_t rw, const uint64_t* w, int64_t kp,
-                                                       int64_t valid, int32_t* pc, int64_t ldpc) {
-  __m512i acc[P][Q];
+inline __attribute__((always_inline)) void Avx512Accumulate(const uint64_t* const* rows,
+                                                            int64_t k_h, int64_t rw,
+                                                            const uint64_t* w, int64_t kp,
+                                                            __m512i (&acc)[P][Q]) {
   for (int p = 0; p < P; ++p)
     for (int q = 0; q < Q; ++q) acc[p][q] = _mm512_setzero_si512();
   for (int64_t r = 0; r < k_h; ++r, w += rw * kGroup) {
@@ -83,21 +83,36 @@ inline __attribute__((always_inline)) void Avx512Block(const uint64_t* const* ro
       }
     }
   }
-  // Two full groups side by side: one permute keeps the low dwords of both
-  // (VPMOVQD is 2 uops on Zen 4, and a block ends with P * Q of them).
+}
+
+// Groups q and q + 1 of a block as 16 int32 counts (q alone when it is the
+// last: 8). One permute keeps the low dwords of both (VPMOVQD is 2 uops on Zen
+// 4, and a block ends with P * Q of them).
+template <int Q>
+inline __m512i PairCounts(const __m512i* acc, int q) {
   const __m512i lo_dwords = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  if (q + 1 < Q) return _mm512_permutex2var_epi32(acc[q], lo_dwords, acc[q + 1]);
+  return _mm512_castsi256_si512(_mm512_cvtepi64_epi32(acc[q]));  // counts fit easily in int32
+}
+
+// The block's counts into pc (valid: filters of the block to keep).
+template <int P, int Q>
+inline __attribute__((always_inline)) void Avx512Block(const uint64_t* const* rows, int64_t k_h,
+                                                       int64_t rw, const uint64_t* w, int64_t kp,
+                                                       int64_t valid, int32_t* pc, int64_t ldpc) {
+  __m512i acc[P][Q];
+  Avx512Accumulate<P, Q>(rows, k_h, rw, w, kp, acc);
   int q0 = 0;
-  if (Q >= 2 && valid >= Q / 2 * 2 * kGroup) {
+  if (Q >= 2 && valid >= Q / 2 * 2 * kGroup) {  // whole pairs: a plain store each
     for (int p = 0; p < P; ++p)
       for (int q = 0; q + 1 < Q; q += 2)
-        _mm512_storeu_si512(pc + p * ldpc + q * kGroup,
-                            _mm512_permutex2var_epi32(acc[p][q], lo_dwords, acc[p][q + 1]));
+        _mm512_storeu_si512(pc + p * ldpc + q * kGroup, PairCounts<Q>(acc[p], q));
     q0 = Q / 2 * 2;
   }
   for (int p = 0; p < P; ++p) {
     for (int q = q0; q < Q; ++q) {
-      const __m256i v = _mm512_cvtepi64_epi32(acc[p][q]);  // counts fit easily in int32
-      const int64_t n = valid - q * kGroup;                 // filters of this group to keep
+      const __m256i v = _mm512_cvtepi64_epi32(acc[p][q]);
+      const int64_t n = valid - q * kGroup;  // filters of this group to keep
       if (n >= kGroup) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(pc + p * ldpc + q * kGroup), v);
       } else {
@@ -109,24 +124,79 @@ inline __attribute__((always_inline)) void Avx512Block(const uint64_t* const* ro
   }
 }
 
+// The same block, the epilogue (XnorOut) applied in registers: the counts
+// never go through memory, and a 16-wide epilogue replaces a call per pixel
+// of the 8-wide one (issue 17: L3's per-output cost at batch 1). p0: the
+// block's first pixel in e, o0: its first filter.
+template <int P, int Q>
+inline __attribute__((always_inline)) void Avx512BlockOut(const uint64_t* const* rows, int64_t k_h,
+                                                          int64_t rw, const uint64_t* w, int64_t kp,
+                                                          int64_t valid, const XnorOut& e,
+                                                          int64_t p0, int64_t o0) {
+  __m512i acc[P][Q];
+  Avx512Accumulate<P, Q>(rows, k_h, rw, w, kp, acc);
+  // The *_round_ps forms are never contracted into an FMA: the product and the
+  // sum round separately, as in the other epilogues.
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  for (int p = 0; p < P; ++p) {
+    const int32_t* corr = e.corr[p0 + p];
+    const __m512i base = _mm512_set1_epi32(e.base[p0 + p]);
+    float* out = e.out + (p0 + p) * e.ld + o0;
+    for (int q = 0; q < Q; q += 2) {
+      const int64_t n = std::min<int64_t>(q + 1 < Q ? 2 * kGroup : kGroup, valid - q * kGroup);
+      if (n <= 0) break;
+      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+      const int64_t o = o0 + q * kGroup;
+      __m512i cnt = PairCounts<Q>(acc[p], q);
+      if (corr) cnt = _mm512_sub_epi32(cnt, _mm512_maskz_loadu_epi32(m, corr + o));
+      const __m512i dot = _mm512_sub_epi32(base, _mm512_add_epi32(cnt, cnt));
+      __m512 y = _mm512_mul_round_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(m, e.alpha + o),
+                                     kRound);
+      if (e.scale) y = _mm512_mul_round_ps(y, _mm512_set1_ps(e.scale[p0 + p]), kRound);
+      y = _mm512_add_round_ps(y, _mm512_maskz_loadu_ps(m, e.bias + o), kRound);
+      if (e.relu) y = _mm512_max_ps(_mm512_setzero_ps(), y);  // NaN stays NaN, like the scalar path
+      _mm512_mask_storeu_ps(out + q * kGroup, m, y);
+    }
+  }
+}
+
+// One register block of P pixels over all filters, 4 groups at a time. e
+// null: counts into pc (row stride oc); else outputs through e from pixel p0.
 template <int P>
 inline void Avx512Row(const uint64_t* const* rows, int64_t k_h, int64_t rw,
-                      const uint64_t* filter, int64_t oc, int32_t* pc) {
+                      const uint64_t* filter, int64_t oc, int32_t* pc, const XnorOut* e,
+                      int64_t p0) {
   const int64_t groups = CeilDiv(oc, kGroup), kp = k_h * rw;
   int64_t g = 0;
-  for (; g + 4 <= groups; g += 4)
-    Avx512Block<P, 4>(rows, k_h, rw, filter + g * kp * kGroup, kp, oc - g * kGroup,
-                      pc + g * kGroup, oc);
-  for (; g < groups; ++g)
-    Avx512Block<P, 1>(rows, k_h, rw, filter + g * kp * kGroup, kp, oc - g * kGroup,
-                      pc + g * kGroup, oc);
+  for (; g + 4 <= groups; g += 4) {
+    const uint64_t* w = filter + g * kp * kGroup;
+    if (e) Avx512BlockOut<P, 4>(rows, k_h, rw, w, kp, oc - g * kGroup, *e, p0, g * kGroup);
+    else Avx512Block<P, 4>(rows, k_h, rw, w, kp, oc - g * kGroup, pc + g * kGroup, oc);
+  }
+  for (; g < groups; ++g) {
+    const uint64_t* w = filter + g * kp * kGroup;
+    if (e) Avx512BlockOut<P, 1>(rows, k_h, rw, w, kp, oc - g * kGroup, *e, p0, g * kGroup);
+    else Avx512Block<P, 1>(rows, k_h, rw, w, kp, oc - g * kGroup, pc + g * kGroup, oc);
+  }
+}
+
+void Avx512Rows(const uint64_t* const* rows, int64_t npix, int64_t k_h, int64_t rw,
+                const uint64_t* filter, int64_t oc, int32_t* pc, const XnorOut* e) {
+  int64_t p = 0;
+  for (; p + 4 <= npix; p += 4)
+    Avx512Row<4>(rows + p * k_h, k_h, rw, filter, oc, pc ? pc + p * oc : nullptr, e, p);
+  for (; p < npix; ++p)
+    Avx512Row<1>(rows + p * k_h, k_h, rw, filter, oc, pc ? pc + p * oc : nullptr, e, p);
 }
 
 void Avx512PopcountRows(const uint64_t* const* rows, int64_t npix, int64_t k_h, int64_t rw,
                         const uint64_t* filter, int64_t oc, int32_t* pc) {
-  int64_t p = 0;
-  for (; p + 4 <= npix; p += 4) Avx512Row<4>(rows + p * k_h, k_h, rw, filter, oc, pc + p * oc);
-  for (; p < npix; ++p) Avx512Row<1>(rows + p * k_h, k_h, rw, filter, oc, pc + p * oc);
+  Avx512Rows(rows, npix, k_h, rw, filter, oc, pc, nullptr);
+}
+
+void Avx512PopcountRowsOut(const uint64_t* const* rows, int64_t npix, int64_t k_h, int64_t rw,
+                           const uint64_t* filter, int64_t oc, const XnorOut& e) {
+  Avx512Rows(rows, npix, k_h, rw, filter, oc, nullptr, &e);
 }
 
 // Gathered patches (kp words each): one row per pixel.
@@ -570,7 +640,7 @@ void Avx512BwConvRows(const BwConvArgs& a, int64_t o_begin, int64_t o_end) {
 const XnorKernel& XnorKernelAvx512() {
   static const XnorKernel k = {"avx512",           1,                  Avx512FilterWords,
                                Avx512PrepareFilter, Avx512ScratchWords, Avx512PopcountBlock,
-                               Avx512PopcountRows,
+                               Avx512PopcountRows, Avx512PopcountRowsOut,
                                Avx512Bitpack,       XnorEpilogueAvx2,
                                Avx512XorPopcountStream, kAvx512RegWords,
                                Avx512XorPopcountRegister};

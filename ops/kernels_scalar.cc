@@ -254,7 +254,7 @@ void ScalarBwConvTiles(const BwConvArgs& a, int64_t tile_begin, int64_t tile_end
 const XnorKernel& XnorKernelScalar() {
   static const XnorKernel k = {"scalar",           1,
                                ScalarFilterWords,  ScalarPrepareFilter,
-                               ScalarScratchWords, ScalarPopcountBlock, nullptr,
+                               ScalarScratchWords, ScalarPopcountBlock, nullptr, nullptr,
                                BitpackScalar,      XnorEpilogueScalar,
                                ScalarXorPopcountStream, kScalarRegWords,
                                ScalarXorPopcountRegister};

@@ -491,6 +491,9 @@ class XnorConvOp : public OpKernel {
       // last word masked); without it, every patch copied (im2col).
       const int64_t rw = k_w * words;
       const bool by_rows = kern.popcount_rows != nullptr && kp == k;
+      // The epilogue in the popcount kernel's registers where it has that form;
+      // streamed outputs (batch 32) keep the separate pass and its stores.
+      const bool fused = !kDot && by_rows && kern.popcount_rows_out != nullptr && !stream;
       thread_local XnorShardBuffers buf;
       uint64_t* patches = AtLeast(&buf.patches, block * kp);
       const uint64_t** rows = AtLeast(&buf.rows, by_rows ? block * k_h : 0);
@@ -543,6 +546,17 @@ class XnorConvOp : public OpKernel {
             ox = 0;
             if (++oy == out_h) oy = 0, ++b;
           }
+        }
+        if (fused) {
+          int32_t base[kMaxBlock];
+          for (int64_t i = 0; i < np; ++i) {
+            const Valid& v = valid[i];
+            base[i] = static_cast<int32_t>((v.h1 - v.h0) * (v.w1 - v.w0) * in_channels_);
+          }
+          const XnorOut e{base, corr, scale ? scale + p0 : nullptr, alpha + o0, bias + o0, relu_,
+                          out_float + p0 * oc + o0, oc};
+          kern.popcount_rows_out(rows, np, k_h, rw, fsub, noc, e);
+          continue;
         }
         if (by_rows)
           kern.popcount_rows(rows, np, k_h, rw, fsub, noc, pc);

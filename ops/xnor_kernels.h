@@ -23,6 +23,21 @@ enum class Path { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 // ("patch") as kp words: taps in (kh, kw) order, each tap in_words words, then
 // zero words up to kp (a multiple of k_align). Taps in the zero padding are
 // written as zero words and corrected for by the op (see xnor_conv_op.cc).
+// The epilogue's inputs for pixels [0, npix) of a popcount_rows_out call:
+// pixel p's output row out + p * ld gets, for filter o < out_channels,
+// alpha[o] * (base[p] - 2 * (pc - corr[p][o])) [* scale[p]] + bias[o], then
+// ReLU if relu (the epilogue's formula; corr[p] null: no padded taps).
+struct XnorOut {
+  const int32_t* base;
+  const int32_t* const* corr;
+  const float* scale;  // null: no input scale
+  const float* alpha;
+  const float* bias;
+  bool relu;
+  float* out;
+  int64_t ld;
+};
+
 struct XnorKernel {
   const char* name;
   int k_align;  // kp must be a multiple of this
@@ -44,6 +59,11 @@ struct XnorKernel {
   void (*popcount_rows)(const uint64_t* const* rows, int64_t npix, int64_t k_h,
                         int64_t row_words, const uint64_t* filter, int64_t out_channels,
                         int32_t* pc);
+  // popcount_rows with the epilogue fused in (null where the ISA has none):
+  // each block's counts go to `out` as floats, never through a pc buffer.
+  void (*popcount_rows_out)(const uint64_t* const* rows, int64_t npix, int64_t k_h,
+                            int64_t row_words, const uint64_t* filter, int64_t out_channels,
+                            const XnorOut& e);
   // rows x c floats -> rows x ceil(c/64) words; padding bits are 0.
   void (*bitpack)(const float* x, int64_t rows, int64_t c, uint64_t* out);
   // One output pixel: out[o] = alpha[o] * (base - 2 * (pc[o] - corr[o])) [* scale]
