@@ -19,10 +19,6 @@ namespace sketchtf {
 enum class Path { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
 // ---------------------------------------------------------------- XNOR conv --
-// The op gathers, for a block of output pixels, each pixel's receptive field
-// ("patch") as kp words: taps in (kh, kw) order, each tap in_words words, then
-// zero words up to kp (a multiple of k_align). Taps in the zero padding are
-// written as zero words and corrected for by the op (see xnor_conv_op.cc).
 // The epilogue's inputs for pixels [0, npix) of a popcount_rows_out call:
 // pixel p's output row out + p * ld gets, for filter o < out_channels,
 // alpha[o] * (base[p] - 2 * (pc - corr[p][o])) [* scale[p]] + bias[o], then
@@ -38,6 +34,10 @@ struct XnorOut {
   int64_t ld;
 };
 
+// The op gathers, for a block of output pixels, each pixel's receptive field
+// ("patch") as kp words: taps in (kh, kw) order, each tap in_words words, then
+// zero words up to kp (a multiple of k_align). Taps in the zero padding are
+// written as zero words and corrected for by the op (see xnor_conv_op.cc).
 struct XnorKernel {
   const char* name;
   int k_align;  // kp must be a multiple of this
