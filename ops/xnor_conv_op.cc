@@ -494,6 +494,7 @@ class XnorConvOp : public OpKernel {
       // The epilogue in the popcount kernel's registers where it has that form;
       // streamed outputs (batch 32) keep the separate pass and its stores.
       const bool fused = !kDot && by_rows && kern.popcount_rows_out != nullptr && !stream;
+      const bool interior_rows = by_rows && mask == ~uint64_t{0};
       thread_local XnorShardBuffers buf;
       uint64_t* patches = AtLeast(&buf.patches, block * kp);
       const uint64_t** rows = AtLeast(&buf.rows, by_rows ? block * k_h : 0);
@@ -513,6 +514,20 @@ class XnorConvOp : public OpKernel {
         for (int64_t i = 0; i < np; ++i) {
           const int64_t ih0 = oy * stride_h_ - wh.pad_before;
           const int64_t iw0 = ox * stride_w_ - ww.pad_before;
+          if (interior_rows && ih0 >= 0 && ih0 <= in_h - k_h && iw0 >= 0 && iw0 <= in_w - k_w) {
+            // The whole window inside the input (most pixels): k_h pointers
+            // into it and no correction, without the general set-up's per-row
+            // checks (L2 at batch 1, all interior, one thread: -4%).
+            valid[i] = {0, k_h, 0, k_w};
+            corr[i] = nullptr;
+            const uint64_t* src = xsrc + ((b * in_h + ih0) * in_w + iw0) * words;
+            for (int64_t kh = 0; kh < k_h; ++kh) rows[i * k_h + kh] = src + kh * in_w * words;
+            if (++ox == out_w) {
+              ox = 0;
+              if (++oy == out_h) oy = 0, ++b;
+            }
+            continue;
+          }
           valid[i] = {std::max<int64_t>(0, -ih0), std::min(k_h, in_h - ih0),
                       std::max<int64_t>(0, -iw0), std::min(k_w, in_w - iw0)};
           corr[i] = bc ? bc->at(oy, ox, oc, o0) : nullptr;
