@@ -501,14 +501,21 @@ class XnorConvOp : public OpKernel {
       const uint64_t* zero_row = AtLeast(&buf.zero_row, rw);
       uint64_t* scratch = AtLeast(&buf.scratch, kern.scratch_words(block, kp) + 8);
       int32_t* pc = AtLeast(&buf.pc, block * noc);
-      struct Valid {
-        int64_t h0, h1, w0, w1;
-      } valid[kMaxBlock];
+      // Per pixel of a block: the count of valid bits (valid taps x
+      // in_channels) and the padded taps' correction (null: none).
+      int32_t base[kMaxBlock];
       const int32_t* corr[kMaxBlock];
+      const int32_t full_base = static_cast<int32_t>(k_h * k_w * in_channels_);
       // Output pixel p_begin as (image, row, column), then stepped without
       // divisions: four 64-bit divides a pixel were ~4 us of L3's 85 at batch 1.
       int64_t b = p_begin / (out_h * out_w), oy = p_begin % (out_h * out_w) / out_w,
               ox = p_begin % out_w;
+      auto next_pixel = [&] {
+        if (++ox == out_w) {
+          ox = 0;
+          if (++oy == out_h) oy = 0, ++b;
+        }
+      };
       for (int64_t p0 = p_begin; p0 < p_end; p0 += block) {
         const int64_t np = std::min(block, p_end - p0);
         for (int64_t i = 0; i < np; ++i) {
@@ -518,21 +525,19 @@ class XnorConvOp : public OpKernel {
             // The whole window inside the input (most pixels): k_h pointers
             // into it and no correction, without the general set-up's per-row
             // checks (L2 at batch 1, all interior, one thread: -4%).
-            valid[i] = {0, k_h, 0, k_w};
+            base[i] = full_base;
             corr[i] = nullptr;
             const uint64_t* src = xsrc + ((b * in_h + ih0) * in_w + iw0) * words;
             for (int64_t kh = 0; kh < k_h; ++kh) rows[i * k_h + kh] = src + kh * in_w * words;
-            if (++ox == out_w) {
-              ox = 0;
-              if (++oy == out_h) oy = 0, ++b;
-            }
+            next_pixel();
             continue;
           }
-          valid[i] = {std::max<int64_t>(0, -ih0), std::min(k_h, in_h - ih0),
-                      std::max<int64_t>(0, -iw0), std::min(k_w, in_w - iw0)};
+          // The valid taps: rows [h0, h1) and columns [v0, v1) of the window.
+          const int64_t h0 = std::max<int64_t>(0, -ih0), h1 = std::min(k_h, in_h - ih0);
+          const int64_t v0 = std::max<int64_t>(0, -iw0), v1 = std::min(k_w, in_w - iw0);
+          base[i] = static_cast<int32_t>((h1 - h0) * (v1 - v0) * in_channels_);
           corr[i] = bc ? bc->at(oy, ox, oc, o0) : nullptr;
-          const int64_t v0 = valid[i].w0;
-          const bool full_row = v0 == 0 && valid[i].w1 == k_w && mask == ~uint64_t{0};
+          const bool full_row = v0 == 0 && v1 == k_w && mask == ~uint64_t{0};
           uint64_t* dst = patches + i * kp;
           for (int64_t kh = 0; kh < k_h; ++kh, dst += rw) {
             const int64_t ih = ih0 + kh;
@@ -549,7 +554,7 @@ class XnorConvOp : public OpKernel {
               continue;
             }
             if (row) *row = dst;
-            const int64_t n0 = valid[i].w0 * words, n1 = valid[i].w1 * words;
+            const int64_t n0 = v0 * words, n1 = v1 * words;
             for (int64_t t = 0; t < n0; ++t) dst[t] = 0;
             for (int64_t t = n0; t < n1; ++t) dst[t] = src[t - n0];
             for (int64_t t = n1; t < rw; ++t) dst[t] = 0;
@@ -557,17 +562,9 @@ class XnorConvOp : public OpKernel {
               for (int64_t t = n0 + words - 1; t < n1; t += words) dst[t] &= mask;
           }
           if (!by_rows) std::fill(dst, patches + (i + 1) * kp, 0);
-          if (++ox == out_w) {
-            ox = 0;
-            if (++oy == out_h) oy = 0, ++b;
-          }
+          next_pixel();
         }
         if (fused) {
-          int32_t base[kMaxBlock];
-          for (int64_t i = 0; i < np; ++i) {
-            const Valid& v = valid[i];
-            base[i] = static_cast<int32_t>((v.h1 - v.h0) * (v.w1 - v.w0) * in_channels_);
-          }
           const XnorOut e{base, corr, scale ? scale + p0 : nullptr, alpha + o0, bias + o0, relu_,
                           out_float + p0 * oc + o0, oc};
           kern.popcount_rows_out(rows, np, k_h, rw, fsub, noc, e);
@@ -578,16 +575,13 @@ class XnorConvOp : public OpKernel {
         else
           kern.popcount_block(patches, np, kp, fsub, noc, scratch, pc);
         for (int64_t i = 0; i < np; ++i) {
-          const Valid& v = valid[i];
-          const int64_t n_valid = (v.h1 - v.h0) * (v.w1 - v.w0);
-          const int32_t base = static_cast<int32_t>(n_valid * in_channels_);
           const int32_t* row = pc + i * noc;
           const int32_t* c = corr[i];
           if (kDot) {
             int32_t* dst = out_dot + (p0 + i) * oc + o0;
-            for (int64_t o = 0; o < noc; ++o) dst[o] = base - 2 * (c ? row[o] - c[o] : row[o]);
+            for (int64_t o = 0; o < noc; ++o) dst[o] = base[i] - 2 * (c ? row[o] - c[o] : row[o]);
           } else {
-            kern.epilogue(row, c, noc, base, scale ? scale + p0 + i : nullptr, alpha + o0,
+            kern.epilogue(row, c, noc, base[i], scale ? scale + p0 + i : nullptr, alpha + o0,
                           bias + o0, relu_, out_float + (p0 + i) * oc + o0,
                           stream);
           }
