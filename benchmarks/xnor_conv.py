@@ -30,7 +30,9 @@ Prints tables, then ONE JSON line of headline ratios (fp32 time / op time,
 summed over L2..L5; whole-model ratios; sizes) with the targets and the
 measured popcount ceilings: the streaming probe and the register-resident one
 (compute bound of the kernel's own instruction sequence), with each layer's
-XNOR rate as a fraction of the latter on the threads used.
+XNOR rate as a fraction of the latter on the threads used: the median's rate
+(headline), less the loop's own time ("op only"), and the fastest sample's
+("best": the probe reports its best trial, so this is like for like).
 
     python benchmarks/xnor_conv.py [--repeats 9] [--batches 1,32] [--threads 0]
     python benchmarks/xnor_conv.py --threads 1 --clock cpu   # per core, load-independent
@@ -102,7 +104,10 @@ def _looped(op):
     def run(arg, n):
         def body(i, s):
             y = op(arg)
-            return i + 1, s + tf.cast(tf.reshape(y, [-1])[0], tf.float32)
+            # One element keeps y live: a single strided slice (a reshape
+            # first was one more op a call: the loop 4.7 -> 4.4-4.6 us at two
+            # threads). Every variant's output is float32.
+            return i + 1, s + y[(0,) * y.shape.rank]
 
         return tf.while_loop(lambda i, s: i < n, body, (tf.constant(0), tf.constant(0.0)),
                              parallel_iterations=1)[1]
@@ -179,6 +184,10 @@ def measure_layers(batches=(1, 32), repeats=9, warmup=2, min_sample_s=0.2, layer
                 "dispatch_share": dispatch / min(calls[v] * sec[v] for v in VARIANTS),
                 "vs_fp32": {v: sec["fp32"] / sec[v] for v in VARIANTS if v != "fp32"},
                 "xnor_gwords_s": word_pairs / sec["xnor"] / 1e9,
+                # The fastest sample: the same statistic as the ceiling probe
+                # (best of its trials), so the like-for-like fraction; the
+                # median above is the headline.
+                "xnor_best_gwords_s": word_pairs / min(samples["xnor"]) / 1e9,
                 # Less the loop's own time: the op alone (at batch 1 the loop's
                 # ~4 us is 5-10% of a two-thread XNOR layer).
                 "xnor_op_gwords_s": word_pairs / max(sec["xnor"] - sec["loop"], 1e-9) / 1e9,
@@ -302,6 +311,7 @@ def add_ceiling_fractions(rows, register_all):
     for r in rows:
         r["xnor_of_register_ceiling"] = r["xnor_gwords_s"] * 1e9 / register_all
         r["xnor_op_of_register_ceiling"] = r["xnor_op_gwords_s"] * 1e9 / register_all
+        r["xnor_best_of_register_ceiling"] = r["xnor_best_gwords_s"] * 1e9 / register_all
     return rows
 
 
@@ -330,6 +340,8 @@ def summarize(rows, roofline_all, register_all=None, register_threads=None):
         out["xnor_op_of_register_ceiling"] = {
             f"{r['layer']}_b{r['batch']}": round(r["xnor_op_gwords_s"] * 1e9 / register_all, 3)
             for r in rows}
+        out["xnor_best_sample_of_register_ceiling"] = {
+            f"{r['layer']}_b{r['batch']}": round(r["xnor_best_of_register_ceiling"], 3) for r in rows}
     out["loop_us"] = {f"{r['layer']}_b{r['batch']}": round(r["seconds"]["loop"] * 1e6, 2) for r in rows}
     if rows and "dispatch_s" in rows[0]:
         out["sample_dispatch_ms"] = round(max(r["dispatch_s"] for r in rows) * 1e3, 3)
@@ -405,7 +417,7 @@ def main(argv=None):
           f"{threads}; {args.clock} clock, median of {args.repeats} repeats")
     hdr = (f"{'layer':5} {'batch':>5} {'fp32 ms':>9} {'xnor ms':>9} {'+pack ms':>9} {'bw ms':>9}"
            f" {'xnor x':>7} {'+pack x':>7} {'bw x':>6} {'fp32 GMAC/s':>11} {'xnor Gword/s':>12}"
-           f" {'of ceil':>7} {'op only':>7}")
+           f" {'of ceil':>7} {'op only':>7} {'best':>7}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -414,11 +426,12 @@ def main(argv=None):
               f" {s['xnor+pack']*1e3:9.3f} {s['bw']*1e3:9.3f} {v['xnor']:7.1f}"
               f" {v['xnor+pack']:7.1f} {v['bw']:6.2f} {r['fp32_gmacs_s']:11.1f}"
               f" {r['xnor_gwords_s']:12.2f} {r['xnor_of_register_ceiling']:7.1%}"
-              f" {r['xnor_op_of_register_ceiling']:7.1%}")
+              f" {r['xnor_op_of_register_ceiling']:7.1%} {r['xnor_best_of_register_ceiling']:7.1%}")
     print(f"of ceil = XNOR word pairs/s / the {path} register-resident XOR+popcount ceiling on "
           f"{reg_threads} thread(s) ({reg_all/1e9:.2f} Gword/s); op only: less the graph loop's "
           f"own time per call (tf.identity in the same loop, "
-          f"{min(r['seconds']['loop'] for r in rows)*1e6:.1f}-{max(r['seconds']['loop'] for r in rows)*1e6:.1f} us)")
+          f"{min(r['seconds']['loop'] for r in rows)*1e6:.1f}-{max(r['seconds']['loop'] for r in rows)*1e6:.1f} us); "
+          f"best: the fastest sample's rate (the ceiling is its probe's best trial)")
     print(f"samples sized for {args.min_sample_s} s; the call that starts one costs <= "
           f"{max(r['dispatch_s'] for r in rows)*1e3:.2f} ms, <= "
           f"{max(r['dispatch_share'] for r in rows):.2%} of a figure")
