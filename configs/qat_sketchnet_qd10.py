@@ -5,6 +5,7 @@
 
 arg (comma-separated): a student name (sketchnet, mobilenetv2, mobilenetv2_s1,
 mobilenetv2_s2; default sketchnet), "ptq" (no fine-tune: static PTQ only),
+"float_head" (PTQ, the classifier left float, float32 input/output),
 "uint8" (uint8 input/output), "smoke" (tiny synthetic run for tests).
 data.image_size must be the float run's (checked).
 """
@@ -16,9 +17,9 @@ STUDENTS = ("sketchnet", "mobilenetv2", "mobilenetv2_s1", "mobilenetv2_s2")
 
 def get_config(arg=None):
     parts = [p for p in (arg or "").split(",") if p]
-    unknown = [p for p in parts if p not in STUDENTS + ("ptq", "uint8", "smoke")]
+    unknown = [p for p in parts if p not in STUDENTS + ("ptq", "float_head", "uint8", "smoke")]
     if unknown:
-        raise ValueError(f"qat config: unknown arg {unknown}; use {STUDENTS}, ptq, uint8, smoke")
+        raise ValueError(f"qat config: unknown arg {unknown}; use {STUDENTS}, ptq, float_head, uint8, smoke")
     model = next((p for p in parts if p in STUDENTS), "sketchnet")
     # Fine-tuning from a converged float model, the recipe chosen on valid (docs/results.md,
     # "QAT recipes chosen on valid" and session 11): BatchNorm frozen, lr 1e-5, distilled from
@@ -33,6 +34,8 @@ def get_config(arg=None):
     c.quantize.float_workdir = f"runs/{model}"
     if "ptq" in parts:
         c.quantize.mode = "ptq"
+    if "float_head" in parts:
+        c.quantize.update(dict(mode="ptq", float_head=True, io_dtype="float32"))
     if "uint8" in parts:
         c.quantize.io_dtype = "uint8"
     if "smoke" in parts:

@@ -179,6 +179,12 @@ def run_gates(cfg) -> dict:
     prob_diff = float(np.max(np.abs(M.softmax(k_logits) - M.softmax(f_logits))))
     loss = M.per_class_loss_pts(m_keras, m_int8)
     worst_loss_class = max(loss, key=loss.get)
+    # Drawings the INT8 file classes apart from the Keras model, and how many of
+    # them are exact ties of its top two logits: on a quantized output grid argmax
+    # then takes the lower class index (quantize.float_head removes the grid).
+    moved = np.argmax(q_logits, 1) != np.argmax(k_logits, 1)
+    top2 = np.sort(q_logits, 1)[:, -2:]
+    moved_ties = int(np.sum(moved & (top2[:, 0] == top2[:, 1])))
 
     if c.input == "strokes":
         records = pipeline.load_records(config.data, c.split)
@@ -201,7 +207,8 @@ def run_gates(cfg) -> dict:
         _row("train_inference_gap", "<=", 100 * c.max_gap, 100 * gap, "%",
              detail=f"Keras vs float TFLite argmax disagreement; max |prob diff| {prob_diff:.2e}"),
         _row("class_quant_loss", "<=", c.max_class_quant_loss_pts, loss[worst_loss_class], "pt",
-             detail=f"worst: {worst_loss_class}"),
+             detail=f"worst: {worst_loss_class}; {int(moved.sum())} drawings classed apart from Keras float, "
+                    f"{moved_ties} of them top-2 ties in the INT8 output"),
         _row("latency", "<=", c.max_latency_ms, lat["median_ms"], "ms", fmt="{:.3f}",
              detail=f"median of {lat['runs']}, {c.num_threads} thread(s), "
                     f"{'render from strokes + ' if lat['includes_render'] else ''}INT8 model; p90 {lat['p90_ms']:.3f} ms"),
@@ -210,7 +217,8 @@ def run_gates(cfg) -> dict:
     result = dict(tflite=os.path.abspath(c.tflite), float_tflite=os.path.abspath(float_path),
                   float_workdir=os.path.abspath(c.float_workdir), split=c.split, io_dtype=str(int8.input_dtype),
                   metrics=dict(keras_float=_brief(m_keras), tflite_float=_brief(m_float), tflite_int8=_brief(m_int8)),
-                  per_class_loss_pts={k: round(v, 3) for k, v in loss.items()}, latency=lat)
+                  per_class_loss_pts={k: round(v, 3) for k, v in loss.items()},
+                  moved=dict(drawings=int(moved.sum()), top2_ties=moved_ties), latency=lat)
     if c.external.get("path"):
         m_ext, n = _external(c, int8, class_names)
         rows.append(_row("external_top1", ">=", 100 * c.external.min_top1, 100 * m_ext["top1"], "%",

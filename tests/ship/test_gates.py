@@ -46,6 +46,10 @@ def test_gates_table_json_md_and_latency(smoke_run, tmp_path):
     assert 0 < lat["median_ms"] <= lat["p90_ms"]
     size = next(row for row in r["rows"] if row["gate"] == "size")
     assert size["value"] == pytest.approx(os.path.getsize(path) / 1e6)
+    # drawings the INT8 file classes apart from Keras, and how many are top-2 ties
+    assert 0 <= r["moved"]["top2_ties"] <= r["moved"]["drawings"]
+    loss_row = next(row for row in r["rows"] if row["gate"] == "class_quant_loss")
+    assert f"{r['moved']['drawings']} drawings classed apart" in loss_row["detail"]
     # Keras float and TFLite float agree on the same images
     assert next(row for row in r["rows"] if row["gate"] == "train_inference_gap")["value"] <= 1.0
     saved = json.loads((tmp_path / "ok" / "gates.json").read_text())

@@ -90,6 +90,51 @@ def test_to_tflite_checks_arguments():
         quantize.to_tflite(m, None)
 
 
+def _near_tie_model(delta=0.01):
+    """A sketchnet whose classes 0 and 1 get the same logit plus delta for class 1
+    (same weights, bias + delta), with the other classes far below: the float
+    model always answers 1, and a logit grid coarser than delta makes it a tie."""
+    m = build_model("sketchnet", num_classes=5, input_shape=SHAPE)
+    head = m.layers[-1]
+    w, b = head.get_weights()
+    w[:, 1] = w[:, 0]
+    b[1] = b[0] + delta
+    b[2:] = -20.0  # spreads the output range: an int8 step of ~0.1
+    head.set_weights([w, b])
+    return m
+
+
+def test_float_head_keeps_the_classifier_float_and_breaks_output_ties():
+    m = _near_tie_model()
+    x = np.random.default_rng(1).random((16, *SHAPE), np.float32)
+    assert (m(x, training=False).numpy().argmax(1) == 1).all()
+    full = TFLiteClassifier(quantize.to_tflite(m, x, io_dtype="float32"), num_threads=1)
+    head = TFLiteClassifier(quantize.to_tflite(m, x, io_dtype="float32", float_head=True), num_threads=1)
+    # fully INT8: classes 0 and 1 mostly land on the same output step (0.01 of a
+    # ~0.1 step: a tie unless the two straddle a rounding edge), and a tie goes to 0
+    out = full.predict(x)
+    top2 = np.sort(out, 1)[:, -2:]
+    ties = top2[:, 0] == top2[:, 1]
+    assert ties.mean() >= 0.5 and (out[ties].argmax(1) == 0).all()
+    # the float classifier keeps the 0.01 apart: the float model's answer
+    got = head.predict(x)
+    assert head.input_dtype == np.float32 and head.output_dtype == np.float32
+    assert (got.argmax(1) == 1).all()
+    np.testing.assert_allclose(got[:, 1] - got[:, 0], 0.01, rtol=1e-3)
+    # the body is still INT8: its conv weights are int8 tensors
+    dtypes = [d["dtype"] for d in head.interpreter.get_tensor_details()]
+    assert dtypes.count(np.int8) >= 5
+
+
+def test_float_head_arguments():
+    m = build_model("sketchnet", num_classes=3, input_shape=SHAPE)
+    x = np.zeros((2, *SHAPE), np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        quantize.to_tflite(m, x, io_dtype="int8", float_head=True)
+    with pytest.raises(ValueError, match="PTQ"):
+        quantize.to_tflite(quantize.qat_model(m), x, io_dtype="float32", float_head=True)
+
+
 def test_calibration_counts_favour_worst_classes():
     c = quantize.calibration_counts([1.0, 0.9, 0.6, 0.8], total=101, worst_boost=2.0)
     assert c.sum() == 101
@@ -130,6 +175,29 @@ def test_qat_job_fine_tunes_and_writes_float_ptq_qat_tflite(tmp_path):
     c.data.image_size, c.data.valid_fraction = 32, 0.1  # and one with another valid split
     with pytest.raises(ValueError, match="data.valid_fraction"):
         quantize.quantize_and_export(c, str(tmp_path / "bad2"))
+
+
+def test_ptq_job_with_float_head(tmp_path):
+    """The config's float_head arg: PTQ with the classifier float, float32 in and out,
+    recorded in quantize.json; QAT with float_head is refused."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parents[2] / "configs" / "qat_sketchnet_qd10.py"
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    cfg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cfg)
+    c = _smoke_qat_config(tmp_path)
+    c.quantize.update(dict(cfg.get_config("float_head").quantize.items()),
+                      float_workdir=c.quantize.float_workdir, representative_size=24, probe_per_class=2)
+    assert (c.quantize.mode, c.quantize.io_dtype, c.quantize.float_head) == ("ptq", "float32", True)
+    out = quantize.quantize_and_export(c, str(tmp_path / "ptq"))
+    assert sorted(out["files"]) == ["float", "ptq_int8"] and out["float_head"] is True
+    r = TFLiteClassifier(out["files"]["ptq_int8"])
+    assert r.input_dtype == np.float32 and r.output_dtype == np.float32
+    assert out["sizes"]["ptq_int8"] < out["sizes"]["float"] / 3  # the body's weights are 8-bit
+    c.quantize.mode = "qat"
+    with pytest.raises(ValueError, match="float_head"):
+        quantize.quantize_and_export(c, str(tmp_path / "bad"))
 
 
 def test_qat_fine_tune_can_distill_from_the_float_model(tmp_path):
