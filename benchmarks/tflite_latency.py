@@ -4,6 +4,7 @@ per sketch at 1 thread (interpreter only, and strokes -> render -> interpreter).
 
   python benchmarks/tflite_latency.py --float_workdir=runs/sketchnet [--qat_workdir=runs/qat_sketchnet]
   python benchmarks/tflite_latency.py            # no flags: trains a tiny smoke model first (runs anywhere)
+  ... --extra_tflite=ptq_float_head=runs/ptq_fh/tflite/ptq_int8.tflite   # more files of the same model
 
 --qat_workdir reuses a finished `python -m sketchtf.quantize` run (its
 tflite/qat_int8.tflite and ptq_int8.tflite); otherwise QAT fine-tunes
@@ -32,6 +33,8 @@ flags.DEFINE_integer("qat_steps", 0, "Steps per QAT epoch (0 = a full pass).")
 flags.DEFINE_integer("runs", 200, "Latency runs per model (median; >= 200).")
 flags.DEFINE_string("split", "test", "Evaluation split.")
 flags.DEFINE_string("json_out", "", "Also write the summary here.")
+flags.DEFINE_list("extra_tflite", [], "More files of the same model to measure beside them, as "
+                  "name=path (e.g. ptq_float_head=runs/ptq_fh/tflite/ptq_int8.tflite).")
 
 
 def smoke_float(work):
@@ -76,6 +79,11 @@ def main(argv):
     qat_wd = FLAGS.qat_workdir or qat_run(float_wd, work, FLAGS.qat_epochs, FLAGS.qat_steps)
     model, config, class_names = load_trained_model(float_wd)
     files = {k: os.path.join(qat_wd, "tflite", f"{k}.tflite") for k in ("float", "qat_int8", "ptq_int8")}
+    for item in FLAGS.extra_tflite:
+        name, sep, path = item.partition("=")
+        if not sep or not name or name in files:
+            raise SystemExit(f"error: --extra_tflite wants name=path with a new name, got {item!r}")
+        files[name] = path
     missing = [p for p in files.values() if not os.path.isfile(p)]
     if missing:
         raise SystemExit(f"error: {missing} not found: run python -m sketchtf.quantize (mode qat) first")
@@ -96,10 +104,11 @@ def main(argv):
 
     print(f"{config.model.name} at {config.data.image_size} px, {len(y)} {FLAGS.split} sketches; "
           f"Keras float top-1 {100 * m_keras['top1']:.2f} %")
-    print(f"{'model':9s} {'top-1 %':>8s} {'worst class':>22s} {'max loss pt':>11s} {'size KB':>9s} "
+    width = max(9, *map(len, rows))
+    print(f"{'model':{width}s} {'top-1 %':>8s} {'worst class':>22s} {'max loss pt':>11s} {'size KB':>9s} "
           f"{'ms model':>9s} {'ms render+model':>16s}")
     for name, r in rows.items():
-        print(f"{name:9s} {100 * r['top1']:8.2f} {r['worst_class']['name'][:14]:>14s} "
+        print(f"{name:{width}s} {100 * r['top1']:8.2f} {r['worst_class']['name'][:14]:>14s} "
               f"{100 * r['worst_class']['accuracy']:6.1f} % {r['max_class_loss_pts']:11.2f} "
               f"{r['size_bytes'] / 1e3:9.1f} {r['latency_model_ms']:9.3f} {r['latency_render_model_ms']:16.3f}")
     summary = dict(model=config.model.name, image_size=int(config.data.image_size), split=FLAGS.split,
