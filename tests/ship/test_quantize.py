@@ -90,11 +90,11 @@ def test_to_tflite_checks_arguments():
         quantize.to_tflite(m, None)
 
 
-def _near_tie_model(delta=0.01):
-    """A sketchnet whose classes 0 and 1 get the same logit plus delta for class 1
+def _near_tie_model(name, delta=0.01):
+    """A student whose classes 0 and 1 get the same logit plus delta for class 1
     (same weights, bias + delta), with the other classes far below: the float
     model always answers 1, and a logit grid coarser than delta makes it a tie."""
-    m = build_model("sketchnet", num_classes=5, input_shape=SHAPE)
+    m = build_model(name, num_classes=5, input_shape=SHAPE)
     head = m.layers[-1]
     w, b = head.get_weights()
     w[:, 1] = w[:, 0]
@@ -104,8 +104,9 @@ def _near_tie_model(delta=0.01):
     return m
 
 
-def test_float_head_keeps_the_classifier_float_and_breaks_output_ties():
-    m = _near_tie_model()
+@pytest.mark.parametrize("name", ["sketchnet", "mobilenetv2_s2"])
+def test_float_head_keeps_the_classifier_float_and_breaks_output_ties(name):
+    m = _near_tie_model(name)
     x = np.random.default_rng(1).random((16, *SHAPE), np.float32)
     assert (m(x, training=False).numpy().argmax(1) == 1).all()
     full = TFLiteClassifier(quantize.to_tflite(m, x, io_dtype="float32"), num_threads=1)
